@@ -1,0 +1,474 @@
+"""Typed schemas for every section of an experiment config, and the validator that builds them.
+
+The key names are solo-learn's, so its experiment YAMLs run unchanged. Every section is a dataclass:
+an unknown key is an error naming it and the closest valid key, a missing required key or an
+impossible value is an error naming the key, all before any data is read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Union
+
+from solo.utils.registry import did_you_mean
+
+
+class ConfigError(ValueError):
+    """An invalid experiment config; the message names the offending key."""
+
+
+REQUIRED: Any = dataclasses.MISSING
+
+
+def required() -> Any:
+    """Marks a dataclass field that the user must set."""
+    return field(default=None, metadata={"required": True})
+
+
+def check(condition: bool, key: str, message: str) -> None:
+    """Raise a ConfigError about ``key`` when ``condition`` is false."""
+    if not condition:
+        raise ConfigError(f"{key}: {message}")
+
+
+# ----------------------------------------------------------------------------------------------
+# sections
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class BackboneConfig:
+    name: str = "resnet18"
+    kwargs: dict = field(default_factory=dict)  # passed to the backbone builder
+
+
+DATASETS = ("cifar10", "cifar100", "stl10", "imagenet", "imagenet100", "custom")
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "stl10": 10, "imagenet": 1000, "imagenet100": 100}
+FORMATS = ("image_folder", "h5", "dali")
+
+
+@dataclass
+class DataConfig:
+    dataset: str = required()
+    train_path: str = required()
+    val_path: Optional[str] = None  # no validation (probe accuracy, kNN) without it
+    format: str = "image_folder"
+    num_workers: int = 4
+    no_labels: bool = False  # custom datasets whose images are not in class folders
+    fraction: float = -1.0  # use this fraction of the training set; -1 uses all of it
+    pipeline: str = "cpu"  # where the views are made: a name in solo.data.PIPELINES
+    num_classes: Optional[int] = None  # derived from the dataset when not set
+
+    def __post_init__(self) -> None:
+        check(self.dataset in DATASETS, "dataset", f"'{self.dataset}' is not one of {DATASETS}"
+              + did_you_mean(self.dataset, DATASETS))
+        check(self.format in FORMATS, "format", f"'{self.format}' is not one of {FORMATS}"
+              + did_you_mean(self.format, FORMATS))
+        check(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
+        check(self.fraction == -1 or 0 < self.fraction <= 1, "fraction",
+              f"must be in (0, 1] or -1 for all, got {self.fraction}")
+        check(self.num_classes is None or self.num_classes >= 1, "num_classes",
+              f"must be >= 1, got {self.num_classes}")
+        if self.format == "h5":
+            check(not self.no_labels, "no_labels", "the h5 format stores one group per class")
+
+
+def _probability(value: float, key: str) -> None:
+    check(0.0 <= value <= 1.0, key, f"is a probability in [0, 1], got {value}")
+
+
+@dataclass
+class RandomResizedCropConfig:
+    enabled: bool = True
+    crop_min_scale: float = 0.08
+    crop_max_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        check(0 < self.crop_min_scale <= self.crop_max_scale <= 1, "crop_min_scale",
+              f"need 0 < crop_min_scale <= crop_max_scale <= 1, got {self.crop_min_scale} and "
+              f"{self.crop_max_scale}")
+
+
+@dataclass
+class ColorJitterConfig:
+    prob: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    hue: float = 0.0
+
+    def __post_init__(self) -> None:
+        _probability(self.prob, "prob")
+        for key in ("brightness", "contrast", "saturation"):
+            check(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
+        check(0 <= self.hue <= 0.5, "hue", f"must be in [0, 0.5], got {self.hue}")
+
+
+@dataclass
+class ProbabilityConfig:
+    prob: float = 0.0
+
+    def __post_init__(self) -> None:
+        _probability(self.prob, "prob")
+
+
+@dataclass
+class GaussianBlurConfig:
+    prob: float = 0.0
+    sigma_min: float = 0.1  # SimCLR's range for the blur's standard deviation
+    sigma_max: float = 2.0
+
+    def __post_init__(self) -> None:
+        _probability(self.prob, "prob")
+        check(0 < self.sigma_min <= self.sigma_max, "sigma_min",
+              f"need 0 < sigma_min <= sigma_max, got {self.sigma_min} and {self.sigma_max}")
+
+
+@dataclass
+class SolarizationConfig:
+    prob: float = 0.0
+    threshold: float = 0.5  # fraction of the pixel range above which pixels are inverted
+
+    def __post_init__(self) -> None:
+        _probability(self.prob, "prob")
+        _probability(self.threshold, "threshold")
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class AugmentationConfig:
+    """One crop group: ``num_crops`` views of ``crop_size`` pixels made with the same recipe."""
+
+    crop_size: int = required()
+    num_crops: int = 1
+    rrc: RandomResizedCropConfig = field(default_factory=RandomResizedCropConfig)
+    color_jitter: ColorJitterConfig = field(default_factory=ColorJitterConfig)
+    grayscale: ProbabilityConfig = field(default_factory=ProbabilityConfig)
+    gaussian_blur: GaussianBlurConfig = field(default_factory=GaussianBlurConfig)
+    solarization: SolarizationConfig = field(default_factory=SolarizationConfig)
+    equalization: ProbabilityConfig = field(default_factory=ProbabilityConfig)
+    horizontal_flip: ProbabilityConfig = field(default_factory=ProbabilityConfig)
+    mean: Optional[list[float]] = None  # defaults to ImageNet's statistics
+    std: Optional[list[float]] = None
+
+    def __post_init__(self) -> None:
+        check(self.crop_size >= 1, "crop_size", f"must be >= 1, got {self.crop_size}")
+        check(self.num_crops >= 1, "num_crops", f"must be >= 1, got {self.num_crops}")
+        for key in ("mean", "std"):
+            value = getattr(self, key)
+            check(value is None or len(value) == 3, key, f"needs 3 values (RGB), got {value}")
+        check(self.std is None or all(s > 0 for s in self.std), "std", f"must be > 0, got {self.std}")
+
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return tuple(self.mean or IMAGENET_MEAN), tuple(self.std or IMAGENET_STD)
+
+
+OPTIMIZERS = ("sgd", "lars", "adam", "adamw")
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = required()
+    batch_size: int = required()  # per device
+    lr: float = required()  # for a global batch of 256; scaled linearly with the real one
+    weight_decay: float = required()
+    classifier_lr: float = 0.1  # online linear probe, also scaled; no weight decay
+    kwargs: dict = field(default_factory=dict)  # optimizer-specific (momentum, eta, betas, ...)
+    exclude_bias_n_norm_wd: bool = False  # no weight decay on biases and norm parameters
+
+    def __post_init__(self) -> None:
+        check(self.name in OPTIMIZERS, "name", f"'{self.name}' is not one of {OPTIMIZERS}"
+              + did_you_mean(self.name, OPTIMIZERS))
+        check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        check(self.classifier_lr > 0, "classifier_lr", f"must be > 0, got {self.classifier_lr}")
+        check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+
+
+SCHEDULERS = ("warmup_cosine", "step", "exponential", "reduce", "none")
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = "warmup_cosine"
+    warmup_epochs: float = 10  # linear warmup from warmup_start_lr, then cosine to min_lr
+    warmup_start_lr: float = 3e-5
+    min_lr: float = 0.0
+    lr_decay_steps: Optional[list[int]] = None  # epochs at which "step" multiplies lr by gamma
+    gamma: float = 0.1  # decay factor: per milestone for "step", per epoch for "exponential"
+    interval: str = "step"  # update the lr every optimizer step or every epoch
+
+    def __post_init__(self) -> None:
+        check(self.name in SCHEDULERS, "name", f"'{self.name}' is not one of {SCHEDULERS}"
+              + did_you_mean(self.name, SCHEDULERS))
+        check(self.interval in ("step", "epoch"), "interval",
+              f"must be 'step' or 'epoch', got '{self.interval}'")
+        check(self.warmup_epochs >= 0, "warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
+        check(0 < self.gamma <= 1, "gamma", f"must be in (0, 1], got {self.gamma}")
+        if self.name == "step":
+            check(bool(self.lr_decay_steps), "lr_decay_steps",
+                  "the 'step' scheduler needs a list of epochs, e.g. [60, 80]")
+
+
+@dataclass
+class MomentumConfig:
+    base_tau: float = 0.99  # EMA decay at the first step, raised to final_tau with a cosine
+    final_tau: float = 1.0
+    classifier: bool = False  # also train a linear probe on the momentum backbone
+
+    def __post_init__(self) -> None:
+        check(0 <= self.base_tau <= self.final_tau <= 1, "base_tau",
+              f"need 0 <= base_tau <= final_tau <= 1, got {self.base_tau} and {self.final_tau}")
+
+
+@dataclass
+class CheckpointConfig:
+    enabled: bool = False
+    dir: str = "trained_models"
+    frequency: int = 1  # epochs between checkpoints
+    keep_prev: bool = False  # keep every checkpoint instead of only the newest
+
+    def __post_init__(self) -> None:
+        check(self.frequency >= 1, "frequency", f"must be >= 1, got {self.frequency}")
+
+
+@dataclass
+class AutoResumeConfig:
+    enabled: bool = False
+    max_hours: float = 36  # only resume runs whose newest checkpoint is younger than this
+
+    def __post_init__(self) -> None:
+        check(self.max_hours > 0, "max_hours", f"must be > 0, got {self.max_hours}")
+
+
+@dataclass
+class KnnEvalConfig:
+    enabled: bool = False
+    k: int = 20
+    distance_func: str = "euclidean"
+    temperature: float = 0.07  # weight of a neighbour: exp(similarity / temperature)
+
+    def __post_init__(self) -> None:
+        check(self.k >= 1, "k", f"must be >= 1, got {self.k}")
+        check(self.distance_func in ("euclidean", "cosine"), "distance_func",
+              f"must be 'euclidean' or 'cosine', got '{self.distance_func}'")
+        check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+
+
+@dataclass
+class WandbConfig:
+    enabled: bool = False
+    entity: Optional[str] = None
+    project: str = "solo"
+    offline: bool = False
+
+
+@dataclass
+class PerformanceConfig:
+    disable_channel_last: bool = False
+
+
+@dataclass
+class DaliConfig:
+    """Accepted for solo-learn compatibility; the DALI pipeline reads it."""
+
+    device: str = "gpu"
+    encode_indexes_into_labels: bool = False
+
+
+@dataclass
+class AutoUmapConfig:
+    """Accepted for solo-learn compatibility."""
+
+    enabled: bool = False
+    dir: str = "auto_umap"
+    frequency: int = 1
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = required()
+    method: str = required()
+    augmentations: list[AugmentationConfig] = required()
+    optimizer: OptimizerConfig = required()
+    data: DataConfig = required()
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    method_kwargs: Any = field(default_factory=dict)  # the method's own Config once validated
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    momentum: MomentumConfig = field(default_factory=MomentumConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    auto_resume: AutoResumeConfig = field(default_factory=AutoResumeConfig)
+    knn_eval: KnnEvalConfig = field(default_factory=KnnEvalConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    performance: PerformanceConfig = field(default_factory=PerformanceConfig)
+    dali: DaliConfig = field(default_factory=DaliConfig)
+    auto_umap: AutoUmapConfig = field(default_factory=AutoUmapConfig)
+    seed: int = 5
+    resume_from_checkpoint: Optional[str] = None
+    num_nodes: int = 1
+    debug_augmentations: bool = False
+    no_validation: bool = False
+    trainer: dict = field(default_factory=dict)  # the Lightning Trainer keys found at top level
+
+    def __post_init__(self) -> None:
+        check(len(self.augmentations) >= 1, "augmentations", "needs at least one crop group")
+        check(self.num_nodes >= 1, "num_nodes", f"must be >= 1, got {self.num_nodes}")
+
+    # derived values -----------------------------------------------------------------------
+    @property
+    def num_large_crops(self) -> int:
+        """Crops at the first group's resolution; the momentum encoder and probe see these."""
+        size = self.augmentations[0].crop_size
+        return sum(a.num_crops for a in self.augmentations if a.crop_size == size)
+
+    @property
+    def num_small_crops(self) -> int:
+        return sum(a.num_crops for a in self.augmentations) - self.num_large_crops
+
+    @property
+    def num_classes(self) -> int:
+        assert self.data.num_classes is not None, "parse_config fills data.num_classes"
+        return self.data.num_classes
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------------------------
+# building a dataclass from a mapping, with errors that name the key
+# ----------------------------------------------------------------------------------------------
+def _is_optional(tp: Any) -> bool:
+    return typing.get_origin(tp) in (Union, types.UnionType) and type(None) in typing.get_args(tp)
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if _is_optional(tp):
+        # YAML 'None' is a string; solo-learn's configs write it for "no value"
+        if value is None or value == "None":
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], key)
+    if dataclasses.is_dataclass(tp):
+        if dataclasses.is_dataclass(value) and isinstance(value, tp):
+            return value
+        check(isinstance(value, Mapping), key, f"must be a mapping, got {value!r}")
+        return build(tp, value, key)
+    if origin is list:
+        check(isinstance(value, (list, tuple)), key, f"must be a list, got {value!r}")
+        return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is dict or origin is dict:
+        check(isinstance(value, Mapping), key, f"must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        check(isinstance(value, bool), key, f"must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        check(ok, key, f"must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # PyYAML reads 1e-5 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        check(ok, key, f"must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        check(isinstance(value, str), key, f"must be a string, got {value!r}")
+        return value
+    return value
+
+
+def build(schema: type, raw: Mapping[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``schema`` from ``raw``; unknown, missing or bad keys raise ConfigError."""
+    hints = typing.get_type_hints(schema)
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    dotted = (prefix + ".") if prefix else ""
+    for key in raw:
+        if key not in fields:
+            raise ConfigError(f"unknown key '{dotted}{key}'{did_you_mean(key, fields)}; valid keys"
+                              f"{' in ' + prefix if prefix else ''}: {', '.join(fields)}")
+    values = {}
+    for name, f in fields.items():
+        if name in raw:
+            values[name] = _convert(raw[name], hints[name], dotted + name)
+        elif f.metadata.get("required"):
+            raise ConfigError(f"missing required key '{dotted}{name}'")
+    try:
+        return schema(**values)
+    except ConfigError as error:
+        raise ConfigError(f"{dotted}{error}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# the whole experiment
+# ----------------------------------------------------------------------------------------------
+# keys that solo-learn configs may carry but that Lightning handles itself or that mean nothing here
+_TRAINER_KEYS_WE_SET = {"callbacks", "logger", "plugins", "default_root_dir"}
+
+
+def trainer_keys() -> set[str]:
+    """Names that the Lightning Trainer takes, allowed at the config's top level."""
+    from lightning.pytorch import Trainer
+
+    return set(inspect.signature(Trainer.__init__).parameters) - {"self"} - _TRAINER_KEYS_WE_SET
+
+
+def parse_config(raw: Mapping[str, Any], count_classes: bool = True) -> ExperimentConfig:
+    """Validate a whole experiment config (a plain mapping, e.g. from OmegaConf.to_container).
+
+    Checks every section, the method's own ``method_kwargs`` against its Config, and fills
+    derived values (``data.num_classes``). Reads no data except, for custom datasets without
+    ``num_classes``, the names of the class folders.
+    """
+    from solo.methods import METHODS  # the registry imports the methods, which import this module
+
+    raw = dict(raw)
+    raw.pop("hydra", None)  # Hydra's own section, when a config is loaded without Hydra
+    raw.pop("defaults", None)
+    own = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    allowed_trainer = trainer_keys()
+    trainer = dict(raw.pop("trainer", {}) or {})
+    for key in list(raw):
+        if key not in own:
+            if key not in allowed_trainer:
+                options = own | allowed_trainer
+                raise ConfigError(f"unknown key '{key}'{did_you_mean(key, options)}; it is neither "
+                                  "an experiment key nor a Lightning Trainer argument")
+            trainer[key] = raw.pop(key)
+    raw["trainer"] = trainer
+    cfg: ExperimentConfig = build(ExperimentConfig, raw)
+
+    try:
+        method = METHODS.get(cfg.method)
+    except KeyError as error:
+        raise ConfigError(f"method: {error}") from None
+    cfg.method_kwargs = _convert(cfg.method_kwargs or {}, method.Config, "method_kwargs")
+
+    if cfg.data.num_classes is None:
+        if cfg.data.dataset in NUM_CLASSES:
+            cfg.data.num_classes = NUM_CLASSES[cfg.data.dataset]
+        elif cfg.data.no_labels or not count_classes:
+            cfg.data.num_classes = 1
+        else:
+            cfg.data.num_classes = _count_class_folders(cfg.data.train_path)
+    return cfg
+
+
+def _count_class_folders(path: str) -> int:
+    import os
+
+    if not os.path.isdir(path):
+        raise ConfigError(f"data.train_path: '{path}' is not a directory")
+    return max(1, sum(entry.is_dir() for entry in os.scandir(path)))

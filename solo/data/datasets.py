@@ -1,0 +1,212 @@
+"""Datasets by name (``data.dataset``) and on-disk format (``data.format``).
+
+A builder in ``DATASETS`` returns a dataset of ``(image, target)``. ``build_dataset`` reads the
+path of the split, applies ``data.fraction`` to the training set and, for training, wraps the
+dataset so that its items are ``(index, views, target)``: SSL losses use the index to tell which
+crops come from the same image.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Any, Callable, Optional
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset, Subset
+from torchvision.datasets import ImageFolder
+
+from solo.config import ConfigError, DataConfig
+from solo.data.h5 import H5Images, image_files
+from solo.data.torchvision_files import STL10_FOLDER, find_folder, read_cifar, read_stl10
+from solo.utils.registry import Registry
+
+Transform = Callable[[Image.Image], Any]
+# (path, train split?, transform, the data config) -> dataset of (image, target)
+DatasetBuilder = Callable[[str, bool, Optional[Transform], DataConfig], Dataset]
+DATASETS: Registry[DatasetBuilder] = Registry("dataset")
+
+SPLITS = ("train", "val")
+
+
+def load_rgb(path: str) -> Image.Image:
+    """Open an image file with PIL as RGB (grayscale, palette and RGBA files included)."""
+    with open(path, "rb") as f:
+        return Image.open(f).convert("RGB")
+
+
+def _has_class_folders(path: str) -> bool:
+    if not os.path.isdir(path):
+        return False
+    with os.scandir(path) as entries:
+        return any(entry.is_dir() for entry in entries)
+
+
+def image_folder(path: str, transform: Optional[Transform]) -> ImageFolder:
+    """Class folders of images; labels are the folder names' sorted positions."""
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"'{path}' is not a directory")
+    return ImageFolder(path, transform=transform, loader=load_rgb)
+
+
+class UnlabeledImages(Dataset):
+    """Every image file below a folder, at any depth, each with target -1."""
+
+    def __init__(self, path: str, transform: Optional[Transform] = None) -> None:
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"'{path}' is not a directory")
+        self.files = [os.path.join(path, name) for name in image_files(path)]
+        if not self.files:
+            raise FileNotFoundError(f"'{path}' holds no image files")
+        self.targets = [-1] * len(self.files)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        image = load_rgb(self.files[index])
+        return (self.transform(image) if self.transform else image), -1
+
+
+@lru_cache(maxsize=1)
+def imagenet100_classes() -> tuple[str, ...]:
+    """The 100 WordNet ids of ImageNet-100 (the subset of CMC, arXiv:1906.05849)."""
+    path = os.path.join(os.path.dirname(__file__), "imagenet100_classes.txt")
+    with open(path) as f:
+        return tuple(line.strip() for line in f if line.strip())
+
+
+class ImageNet100Folder(ImageFolder):
+    """ImageFolder that keeps only ImageNet-100's classes when given all of ImageNet."""
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        classes, _ = super().find_classes(directory)
+        if len(classes) > 100:  # a full ImageNet folder: pick the standard subset
+            wanted = set(imagenet100_classes())
+            missing = sorted(wanted - set(classes))
+            if missing:
+                raise FileNotFoundError(f"'{directory}' has {len(classes)} class folders but lacks "
+                                        f"{len(missing)} ImageNet-100 classes, e.g. {missing[:3]}")
+            classes = [name for name in classes if name in wanted]
+        return classes, {name: i for i, name in enumerate(classes)}
+
+
+def _cifar(folder_name: str) -> DatasetBuilder:
+    def build(path: str, train: bool, transform: Optional[Transform], data: DataConfig) -> Dataset:
+        folder = find_folder(path, folder_name)
+        if folder is not None:
+            return read_cifar(folder, train, transform)
+        if not _has_class_folders(path):
+            raise FileNotFoundError(f"'{path}' holds neither torchvision's '{folder_name}' folder "
+                                    "nor class folders of images")
+        return image_folder(path, transform)
+
+    return build
+
+
+DATASETS.register("cifar10")(_cifar("cifar-10-batches-py"))
+DATASETS.register("cifar100")(_cifar("cifar-100-python"))
+
+
+@DATASETS.register("stl10")
+def _stl10(path: str, train: bool, transform: Optional[Transform], data: DataConfig) -> Dataset:
+    folder = find_folder(path, STL10_FOLDER)
+    if folder is not None:
+        return read_stl10(folder, train, transform)
+    if not _has_class_folders(path):
+        raise FileNotFoundError(f"'{path}' holds neither torchvision's '{STL10_FOLDER}' folder "
+                                "nor class folders of images")
+    return image_folder(path, transform)
+
+
+@DATASETS.register("imagenet")
+def _imagenet(path: str, train: bool, transform: Optional[Transform], data: DataConfig) -> Dataset:
+    return image_folder(path, transform)
+
+
+@DATASETS.register("imagenet100")
+def _imagenet100(path: str, train: bool, transform: Optional[Transform],
+                 data: DataConfig) -> Dataset:
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"'{path}' is not a directory")
+    return ImageNet100Folder(path, transform=transform, loader=load_rgb)
+
+
+@DATASETS.register("custom")
+def _custom(path: str, train: bool, transform: Optional[Transform], data: DataConfig) -> Dataset:
+    return UnlabeledImages(path, transform) if data.no_labels else image_folder(path, transform)
+
+
+def dataset_targets(dataset: Dataset) -> list[int]:
+    """The label of every item, read without decoding any image."""
+    if isinstance(dataset, Subset):
+        targets = dataset_targets(dataset.dataset)
+        return [targets[i] for i in dataset.indices]
+    if not hasattr(dataset, "targets"):
+        raise TypeError(f"{type(dataset).__name__} has no .targets to stratify data.fraction by")
+    return [int(t) for t in dataset.targets]
+
+
+def stratified_subset(dataset: Dataset, fraction: float, seed: int = 0) -> Subset:
+    """``fraction`` of every class (at least one image each), drawn with a fixed seed so that
+    every run and every process sees the same subset; kept in dataset order."""
+    targets = np.asarray(dataset_targets(dataset))
+    rng = np.random.default_rng(seed)
+    keep: list[int] = []
+    for label in np.unique(targets):
+        members = np.flatnonzero(targets == label)
+        count = max(1, int(round(fraction * len(members))))
+        keep.extend(rng.choice(members, size=count, replace=False).tolist())
+    return Subset(dataset, sorted(keep))
+
+
+class IndexedDataset(Dataset):
+    """Training items as ``(index, views, target)``; ``index`` is the item's position here."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[int, Any, int]:
+        views, target = self.dataset[index]
+        return index, views, target
+
+
+def check_format(data: DataConfig) -> None:
+    """Fail early for formats that this release cannot read."""
+    if data.format == "dali":
+        raise NotImplementedError(
+            "data.format: 'dali' is not available yet; NVIDIA DALI support comes with the `dali` "
+            "extra in a later release. Use format 'image_folder' or 'h5' (pipeline 'cpu').")
+
+
+def build_dataset(data: DataConfig, split: str, transform: Optional[Transform],
+                  indexed: Optional[bool] = None) -> Dataset:
+    """The ``split`` ("train" or "val") of ``data``, each image passed through ``transform``.
+
+    Items are ``(index, views, target)`` for "train" and ``(image, target)`` for "val";
+    ``indexed`` overrides that (the kNN bank reads the training set as ``(image, target)``).
+    ``data.fraction`` applies to the training split only.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got '{split}'")
+    check_format(data)
+    train = split == "train"
+    key, path = ("data.train_path", data.train_path) if train else ("data.val_path", data.val_path)
+    if not path:
+        raise ConfigError(f"{key} is not set")
+    path = os.path.expanduser(str(path))
+    try:
+        if data.format == "h5":
+            dataset = H5Images(path, transform)
+        else:
+            dataset = DATASETS.get(data.dataset)(path, train, transform, data)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{key}: {error}") from None
+    if train and 0 < data.fraction < 1:
+        dataset = stratified_subset(dataset, data.fraction)
+    return IndexedDataset(dataset) if (train if indexed is None else indexed) else dataset

@@ -1,0 +1,79 @@
+"""Data pipelines: where the views are made. Each is a LightningDataModule built from the config.
+
+The batch contract, the same for every pipeline, so that methods never depend on one:
+
+- training batches reaching the model are ``(indexes, crops, targets)``:
+  ``indexes`` (B,) int64, each image's position in the training set (SSL losses match the crops of
+  one image by it); ``crops`` a list of (B, 3, H, W) float tensors, normalized, the
+  ``cfg.num_large_crops`` large crops first, then the ``cfg.num_small_crops`` small ones;
+  ``targets`` (B,) int64, -1 for unlabelled images.
+- validation batches are ``(images, targets)``. ``val_dataloader`` returns a list: loader 0 is the
+  validation set; loader 1, only when ``knn_eval.enabled``, is the training set with the validation
+  transform, the kNN classifier's feature bank. The list is empty when there is no ``val_path``
+  or ``no_validation`` is set.
+
+A GPU pipeline may load uint8 images and make the views in ``on_after_batch_transfer`` (a
+LightningDataModule hook that runs on the device), delivering the same contract.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+from solo.config import ConfigError, ExperimentConfig
+from solo.data.augmentations import MultiCropTransform, build_val_transform
+from solo.data.datasets import build_dataset, check_format
+from solo.utils.registry import Registry, UnknownNameError
+
+PIPELINES: Registry[Callable[[ExperimentConfig], LightningDataModule]] = Registry("pipeline")
+
+
+@PIPELINES.register("cpu")
+class CPUPipeline(LightningDataModule):
+    """Decodes and augments on the CPU, in the data loader's worker processes."""
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        first = cfg.augmentations[0]
+        mean, std = first.normalization
+        self.val_transform = build_val_transform(first.crop_size, mean, std, cfg.data.dataset)
+
+    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        workers = self.cfg.data.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.cfg.optimizer.batch_size,
+            shuffle=train,
+            drop_last=train,  # every step sees a full batch: batch statistics and losses assume B
+            num_workers=workers,
+            persistent_workers=workers > 0,  # no worker restart (and dataset reload) each epoch
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = build_dataset(self.cfg.data, "train", MultiCropTransform(self.cfg.augmentations))
+        return self._loader(dataset, train=True)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        if not self.cfg.data.val_path or self.cfg.no_validation:
+            return []
+        loaders = [self._loader(build_dataset(self.cfg.data, "val", self.val_transform), False)]
+        if self.cfg.knn_eval.enabled:
+            bank = build_dataset(self.cfg.data, "train", self.val_transform, indexed=False)
+            loaders.append(self._loader(bank, train=False))
+        return loaders
+
+
+def build_pipeline(cfg: ExperimentConfig) -> LightningDataModule:
+    """The pipeline named by ``cfg.data.pipeline``."""
+    check_format(cfg.data)
+    try:
+        pipeline = PIPELINES.get(cfg.data.pipeline)
+    except UnknownNameError as error:
+        raise ConfigError(f"data.pipeline: {error}") from None
+    return pipeline(cfg)

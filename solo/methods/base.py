@@ -1,0 +1,209 @@
+"""BaseMethod: what every SSL method shares, so a method file holds only its heads and its loss.
+
+The base owns the backbone, multi-crop encoding (one backbone call per resolution), the online
+linear probe, the online kNN, parameter groups, optimizer and scheduler, and logging. A method
+builds its heads in ``__init__`` and implements ``ssl_loss``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor, nn
+
+from solo.backbones import build_backbone
+from solo.config import ExperimentConfig, parse_config
+from solo.nn import OnlineProbe, WeightedKNN
+from solo.utils.optim import build_optimizer, param_groups, scaled_lr
+from solo.utils.schedules import build_scheduler
+
+SMALL_IMAGE_DATASETS = ("cifar10", "cifar100")
+
+
+@dataclass
+class NoKwargs:
+    """A method with no options of its own."""
+
+
+@dataclass
+class EncodedBatch:
+    """A training batch after the backbone: what ``ssl_loss`` receives.
+
+    ``feats`` holds one (B, F) tensor per crop, large crops first; ``momentum_feats`` one per large
+    crop from the momentum backbone (empty for methods without one).
+    """
+
+    indexes: Tensor  # (B,) dataset positions: crops with the same index come from one image
+    targets: Tensor  # (B,) labels, -1 where unknown; only the probe may use them
+    feats: list[Tensor]
+    momentum_feats: list[Tensor] = field(default_factory=list)
+
+
+def split_by_resolution(crops: list[Tensor]) -> list[list[Tensor]]:
+    """Consecutive crops of the same shape, grouped: each group is one backbone call."""
+    groups: list[list[Tensor]] = []
+    for crop in crops:
+        if groups and groups[-1][0].shape == crop.shape:
+            groups[-1].append(crop)
+        else:
+            groups.append([crop])
+    return groups
+
+
+class BaseMethod(pl.LightningModule):
+    """Backbone + online probe + optional online kNN + optimization, for any SSL method."""
+
+    Config: ClassVar[type] = NoKwargs  # the dataclass of this method's ``method_kwargs``
+
+    def __init__(self, cfg: ExperimentConfig | Mapping[str, Any]) -> None:
+        super().__init__()
+        if not isinstance(cfg, ExperimentConfig):
+            cfg = parse_config(cfg)
+        if not isinstance(cfg.method_kwargs, self.Config):
+            raise TypeError(f"{type(self).__name__} needs method_kwargs of type "
+                            f"{self.Config.__name__}; the config is for method '{cfg.method}'")
+        self.cfg = cfg
+        # a plain dict, so load_from_checkpoint(path) rebuilds the method with no config at hand
+        self.save_hyperparameters({"cfg": cfg.to_dict()})
+
+        self.backbone = build_backbone(cfg.backbone.name,
+                                       small_images=cfg.data.dataset in SMALL_IMAGE_DATASETS,
+                                       **cfg.backbone.kwargs)
+        self.num_features: int = self.backbone.num_features
+        self.probe = OnlineProbe(self.num_features, cfg.num_classes)
+        self.num_large_crops = cfg.num_large_crops
+        self.knn = WeightedKNN(cfg.knn_eval.k, cfg.knn_eval.temperature,
+                               cfg.knn_eval.distance_func) if cfg.knn_eval.enabled else None
+        self.channels_last = False  # switched on in on_fit_start for GPUs
+
+    @property
+    def kwargs(self) -> Any:
+        """This method's validated ``method_kwargs``."""
+        return self.cfg.method_kwargs
+
+    # ------------------------------------------------------------------------------------------
+    # what a method implements
+    # ------------------------------------------------------------------------------------------
+    def ssl_loss(self, batch: EncodedBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        """The method's loss and the values to log (without prefix)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------------------
+    # encoding
+    # ------------------------------------------------------------------------------------------
+    def forward(self, images: Tensor) -> Tensor:
+        """Backbone features (B, F) of a batch of images."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.backbone(images)
+
+    def encode_crops(self, crops: list[Tensor], encoder: nn.Module | None = None) -> list[Tensor]:
+        """Features of every crop, one encoder call per resolution (so BN sees all crops)."""
+        encoder = encoder or self.backbone
+        feats: list[Tensor] = []
+        for group in split_by_resolution(crops):
+            images = torch.cat(group)
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            feats.extend(encoder(images).chunk(len(group)))
+        return feats
+
+    def encode_batch(self, batch: tuple[Tensor, list[Tensor], Tensor]) -> EncodedBatch:
+        indexes, crops, targets = batch
+        return EncodedBatch(indexes=indexes, targets=targets, feats=self.encode_crops(crops))
+
+    # ------------------------------------------------------------------------------------------
+    # training
+    # ------------------------------------------------------------------------------------------
+    def training_step(self, batch: tuple[Tensor, list[Tensor], Tensor], batch_idx: int) -> Tensor:
+        encoded = self.encode_batch(batch)
+        loss, logs = self.ssl_loss(encoded)
+
+        large = torch.cat(encoded.feats[: self.num_large_crops])
+        targets = encoded.targets.repeat(self.num_large_crops)
+        probe_loss, probe_logs = self.probe.loss(large, targets)
+        extra_loss, extra_logs = self.extra_training_losses(encoded)
+        logs = {**{f"train_{k}": v for k, v in logs.items()}, "train_probe_loss": probe_logs["loss"],
+                "train_acc1": probe_logs["acc1"], "train_acc5": probe_logs["acc5"], **extra_logs}
+        # per-process values (keys get _step/_epoch suffixes): a cross-process reduction every
+        # step would stall it
+        self.log("train_loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True)
+        self.log_dict(logs, on_step=True, on_epoch=True)
+        if self._trainer is not None:
+            self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True)
+        return loss + probe_loss + extra_loss
+
+    def extra_training_losses(self, encoded: EncodedBatch) -> tuple[Tensor | float, dict[str, Tensor]]:
+        """Losses of extra heads that the base adds (e.g. the momentum probe); none here."""
+        return 0.0, {}
+
+    # ------------------------------------------------------------------------------------------
+    # validation: probe accuracy on the val set, kNN of val images against a train-set bank
+    # ------------------------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        if self.knn is not None:
+            self.knn.reset()
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int,
+                        dataloader_idx: int = 0) -> None:
+        images, targets = batch
+        feats = self(images)
+        if dataloader_idx == 0:
+            _, logs = self.probe.loss(feats, targets)
+            self.log_dict({f"val_{k}": v for k, v in logs.items()}, on_epoch=True,
+                          sync_dist=True, add_dataloader_idx=False, batch_size=len(images))
+            if self.knn is not None:
+                self.knn.add_queries(feats, targets)
+        elif self.knn is not None:
+            self.knn.add_bank(feats, targets)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.knn is None or not self.knn.ready:
+            return
+        # every process votes with the whole bank and reports on its own share of the queries
+        bank = self._gather_all(torch.cat(self.knn._bank))
+        bank_targets = self._gather_all(torch.cat(self.knn._bank_targets))
+        self.knn._bank, self.knn._bank_targets = [bank], [bank_targets]
+        acc1, acc5 = self.knn.compute(self.cfg.num_classes)
+        self.log_dict({"knn_acc1": acc1, "knn_acc5": acc5}, sync_dist=True)
+        self.knn.reset()
+
+    def _gather_all(self, x: Tensor) -> Tensor:
+        gathered = self.all_gather(x)
+        return gathered.flatten(0, 1) if self.trainer.world_size > 1 else gathered
+
+    # ------------------------------------------------------------------------------------------
+    # optimization
+    # ------------------------------------------------------------------------------------------
+    def probe_modules(self) -> list[str]:
+        """Names of child modules trained with the classifier's lr and no weight decay."""
+        return ["probe"]
+
+    def configure_optimizers(self) -> Any:
+        opt_cfg = self.cfg.optimizer
+        world_size = self.trainer.world_size if self._trainer is not None else 1
+        lr = scaled_lr(opt_cfg.lr, opt_cfg.batch_size, world_size)
+        classifier_lr = scaled_lr(opt_cfg.classifier_lr, opt_cfg.batch_size, world_size)
+        probes = set(self.probe_modules())
+        groups = []
+        for name, child in self.named_children():
+            group: dict[str, Any] = {"name": name, "params": list(child.named_parameters())}
+            if name in probes:
+                group.update(lr=classifier_lr, weight_decay=0.0)
+            groups.append(group)
+        optimizer = build_optimizer(opt_cfg, param_groups(groups, opt_cfg.exclude_bias_n_norm_wd),
+                                    lr, classifier_lr)
+        max_epochs = max(1, self.trainer.max_epochs or 1)
+        steps_per_epoch = max(1, self.trainer.estimated_stepping_batches // max_epochs)
+        scheduler = build_scheduler(self.cfg.scheduler, optimizer, steps_per_epoch, max_epochs)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def on_fit_start(self) -> None:
+        if self.device.type == "cuda" and not self.cfg.performance.disable_channel_last:
+            self.channels_last = True
+            self.to(memory_format=torch.channels_last)

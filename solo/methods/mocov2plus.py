@@ -1,0 +1,69 @@
+"""MoCo v2+: Improved Baselines with Momentum Contrastive Learning (Chen et al., arXiv:2003.04297).
+
+InfoNCE of each view's query against the other view's momentum key and a queue of past keys;
+the "+" is solo-learn's recipe: symmetric loss and a tau rising 0.99 -> 0.999.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from solo.config import check
+from solo.losses import moco_loss
+from solo.methods.base import EncodedBatch
+from solo.methods.momentum import MomentumMethod
+from solo.methods.registry import METHODS
+from solo.nn import mlp
+from solo.utils.distributed import gather_no_grad
+
+
+@dataclass
+class MoCoV2PlusConfig:
+    proj_hidden_dim: int = 2048
+    proj_output_dim: int = 128  # paper
+    temperature: float = 0.2  # paper
+    queue_size: int = 65536  # paper
+
+    def __post_init__(self) -> None:
+        check(self.proj_hidden_dim >= 1, "proj_hidden_dim", f"must be >= 1, got {self.proj_hidden_dim}")
+        check(self.proj_output_dim >= 1, "proj_output_dim", f"must be >= 1, got {self.proj_output_dim}")
+        check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+        check(self.queue_size >= 1, "queue_size", f"must be >= 1, got {self.queue_size}")
+
+
+@METHODS.register("mocov2plus")
+class MoCoV2Plus(MomentumMethod):
+    Config = MoCoV2PlusConfig
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        k = self.kwargs
+        if self.num_large_crops != 2:
+            raise ValueError(f"mocov2plus needs exactly 2 large crops, got {self.num_large_crops}")
+        self.projector = mlp(self.num_features, k.proj_hidden_dim, k.proj_output_dim, batch_norm=False)
+        self.momentum_projector = self.momentum_copy("projector")
+        # one queue of keys per view: (2, D, K), saved in checkpoints so a resume keeps it
+        self.register_buffer("queue", F.normalize(torch.randn(2, k.proj_output_dim, k.queue_size), dim=1))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def enqueue(self, keys: Tensor) -> None:
+        """Write keys (2, B, D) from every process into the queues, wrapping around."""
+        keys = torch.stack([gather_no_grad(k) for k in keys])  # (2, B * world, D)
+        size = self.queue.shape[-1]
+        slots = (self.queue_ptr + torch.arange(keys.shape[1], device=keys.device)) % size
+        self.queue[:, :, slots] = keys.transpose(1, 2).to(self.queue.dtype)
+        self.queue_ptr.copy_((self.queue_ptr + keys.shape[1]) % size)
+
+    def ssl_loss(self, batch: EncodedBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        q1, q2 = (F.normalize(self.projector(f), dim=-1) for f in batch.feats[:2])
+        k1, k2 = (F.normalize(self.momentum_projector(f), dim=-1) for f in batch.momentum_feats)
+        queue = self.queue.clone().detach()
+        temperature = self.kwargs.temperature
+        loss = (moco_loss(q1, k2, queue[1], temperature) + moco_loss(q2, k1, queue[0], temperature)) / 2
+        self.enqueue(torch.stack((k1, k2)))
+        return loss, {}

@@ -1,0 +1,108 @@
+"""MomentumMethod: BaseMethod plus exponential-moving-average (EMA) copies of backbone and heads.
+
+tau follows a per-step cosine from ``momentum.base_tau`` to ``momentum.final_tau`` (BYOL,
+arXiv:2006.07733). The EMA is applied only after a real optimizer step, so gradient accumulation
+does not apply it several times per step, and is computed as one fused foreach lerp.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from solo.config import ExperimentConfig
+from solo.methods.base import BaseMethod, EncodedBatch
+from solo.nn import OnlineProbe
+
+
+def cosine_tau(step: int, total_steps: int, base_tau: float, final_tau: float) -> float:
+    """EMA decay after ``step`` of ``total_steps`` optimizer steps: base_tau rising to final_tau."""
+    progress = min(step / max(total_steps, 1), 1.0)
+    return final_tau - (final_tau - base_tau) * (math.cos(math.pi * progress) + 1) / 2
+
+
+class MomentumMethod(BaseMethod):
+    """A method with a momentum (EMA) backbone; subclasses add momentum heads with momentum_copy."""
+
+    def __init__(self, cfg: ExperimentConfig | Mapping[str, Any]) -> None:
+        super().__init__(cfg)
+        self._momentum_pairs: list[tuple[str, str]] = []
+        self.momentum_backbone = self.momentum_copy("backbone")
+        self.momentum_probe = (OnlineProbe(self.num_features, self.cfg.num_classes)
+                               if self.cfg.momentum.classifier else None)
+        self.tau = self.cfg.momentum.base_tau
+        self._ema_step = 0  # optimizer steps already folded into the momentum weights
+
+    def momentum_copy(self, name: str) -> nn.Module:
+        """A frozen copy of child module ``name``, updated as its EMA after each optimizer step."""
+        online: nn.Module = getattr(self, name)
+        momentum = copy.deepcopy(online)
+        for param in momentum.parameters():
+            param.requires_grad = False
+        self._momentum_pairs.append((name, f"momentum_{name}"))
+        return momentum
+
+    def probe_modules(self) -> list[str]:
+        return super().probe_modules() + (["momentum_probe"] if self.momentum_probe else [])
+
+    # ------------------------------------------------------------------------------------------
+    def encode_batch(self, batch: tuple[Tensor, list[Tensor], Tensor]) -> EncodedBatch:
+        encoded = super().encode_batch(batch)
+        with torch.no_grad():
+            # the momentum backbone sees the large crops only (small crops are student-only)
+            encoded.momentum_feats = self.encode_crops(batch[1][: self.num_large_crops],
+                                                       self.momentum_backbone)
+        return encoded
+
+    def extra_training_losses(self, encoded: EncodedBatch) -> tuple[Tensor | float, dict[str, Tensor]]:
+        if self.momentum_probe is None:
+            return 0.0, {}
+        feats = torch.cat(encoded.momentum_feats)
+        loss, logs = self.momentum_probe.loss(feats, encoded.targets.repeat(self.num_large_crops))
+        return loss, {f"train_momentum_{k}": v for k, v in logs.items()}
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int,
+                        dataloader_idx: int = 0) -> None:
+        super().validation_step(batch, batch_idx, dataloader_idx)
+        if self.momentum_probe is not None and dataloader_idx == 0:
+            images, targets = batch
+            feats = self.encode_crops([images], self.momentum_backbone)[0]
+            _, logs = self.momentum_probe.loss(feats, targets)
+            self.log_dict({f"val_momentum_{k}": v for k, v in logs.items()}, on_epoch=True,
+                          sync_dist=True, add_dataloader_idx=False, batch_size=len(images))
+
+    # ------------------------------------------------------------------------------------------
+    # the EMA update
+    # ------------------------------------------------------------------------------------------
+    def _ema_tensors(self) -> tuple[list[Tensor], list[Tensor]]:
+        online, momentum = [], []
+        for online_name, momentum_name in self._momentum_pairs:
+            online.extend(p.detach() for p in getattr(self, online_name).parameters())
+            momentum.extend(p.detach() for p in getattr(self, momentum_name).parameters())
+        return online, momentum
+
+    def on_train_start(self) -> None:
+        # after a resume the restored global_step says how many updates are already applied
+        self._ema_step = self.trainer.global_step
+        self.tau = cosine_tau(self._ema_step, int(self.trainer.estimated_stepping_batches),
+                              self.cfg.momentum.base_tau, self.cfg.momentum.final_tau)
+
+    @torch.no_grad()
+    def momentum_update(self, tau: float) -> None:
+        """momentum <- tau * momentum + (1 - tau) * online, for every pair, in one fused op."""
+        online, momentum = self._ema_tensors()
+        torch._foreach_lerp_(momentum, online, 1.0 - tau)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = self.trainer.global_step
+        if step == self._ema_step:  # accumulating gradients: no optimizer step yet
+            return
+        self.momentum_update(self.tau)
+        self._ema_step = step
+        self.tau = cosine_tau(step, int(self.trainer.estimated_stepping_batches),
+                              self.cfg.momentum.base_tau, self.cfg.momentum.final_tau)
+        self.log("tau", self.tau, on_step=True)

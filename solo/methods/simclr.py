@@ -1,0 +1,45 @@
+"""SimCLR: A Simple Framework for Contrastive Learning (Chen et al., arXiv:2002.05709).
+
+NT-Xent over all crops; negatives are gathered from every process, with gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from solo.config import check
+from solo.losses import nt_xent_loss
+from solo.methods.base import BaseMethod, EncodedBatch
+from solo.methods.registry import METHODS
+from solo.nn import mlp
+
+
+@dataclass
+class SimCLRConfig:
+    proj_hidden_dim: int = 2048
+    proj_output_dim: int = 128  # paper, appendix B.9
+    temperature: float = 0.1  # paper's best for large batches (table 5)
+
+    def __post_init__(self) -> None:
+        check(self.proj_hidden_dim >= 1, "proj_hidden_dim", f"must be >= 1, got {self.proj_hidden_dim}")
+        check(self.proj_output_dim >= 1, "proj_output_dim", f"must be >= 1, got {self.proj_output_dim}")
+        check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+
+
+@METHODS.register("simclr")
+class SimCLR(BaseMethod):
+    Config = SimCLRConfig
+
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        k = self.kwargs
+        # no batch norm in the head: solo-learn's recipe, whose CIFAR accuracies we match
+        self.projector = mlp(self.num_features, k.proj_hidden_dim, k.proj_output_dim, batch_norm=False)
+
+    def ssl_loss(self, batch: EncodedBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        z = self.projector(torch.cat(batch.feats))  # (num_crops * B, D)
+        indexes = batch.indexes.repeat(len(batch.feats))
+        return nt_xent_loss(z, indexes, self.kwargs.temperature), {}

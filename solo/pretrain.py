@@ -1,0 +1,111 @@
+"""Pretraining a method from a validated config: trainer, loggers, checkpoints, resume."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.loggers import CSVLogger, Logger
+
+from solo.config import ConfigError, ExperimentConfig
+from solo.data import build_pipeline
+from solo.methods import METHODS
+from solo.utils.checkpoint import Checkpointer, new_run_id
+from solo.utils.resume import find_resume_point
+
+
+def trainer_kwargs(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The config's Trainer keys, adapted so a GPU recipe also runs with accelerator=cpu."""
+    kwargs = dict(cfg.trainer)
+    kwargs.setdefault("num_nodes", cfg.num_nodes)
+    on_cpu = kwargs.get("accelerator") == "cpu" or (
+        kwargs.get("accelerator") in (None, "auto") and not torch.cuda.is_available())
+    devices = kwargs.get("devices", "auto")
+    if on_cpu and isinstance(devices, (list, tuple)):
+        kwargs["devices"] = len(devices)  # GPU ids mean nothing on the CPU; keep the count
+    if on_cpu and str(kwargs.get("precision")) in ("16", "16-mixed"):
+        warnings.warn("precision 16 (fp16 autocast) does not run on the CPU; using bf16-mixed")
+        kwargs["precision"] = "bf16-mixed"
+    count = kwargs.get("devices", "auto")
+    single = count in (1, "1") or (isinstance(count, (list, tuple)) and len(count) == 1)
+    if single and cfg.num_nodes == 1 and kwargs.get("strategy") in ("ddp", "ddp_spawn"):
+        kwargs["strategy"] = "auto"  # one process: DDP would only add start-up time
+    # our Checkpointer writes the checkpoints; Lightning's own would write a second copy
+    kwargs.setdefault("enable_checkpointing", False)
+    return kwargs
+
+
+def build_loggers(cfg: ExperimentConfig, run_dir: Path, run_id: str) -> list[Logger]:
+    loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="logs", version="")]
+    if cfg.wandb.enabled:
+        try:
+            from lightning.pytorch.loggers import WandbLogger
+            import wandb  # noqa: F401
+        except ImportError:
+            raise ConfigError("wandb.enabled is true but wandb is not installed: "
+                              "pip install 'solo[wandb]', or set ++wandb.enabled=False") from None
+        loggers.append(WandbLogger(name=cfg.name, project=cfg.wandb.project,
+                                   entity=cfg.wandb.entity, offline=cfg.wandb.offline,
+                                   id=run_id, resume="allow", save_dir=str(run_dir)))
+    return loggers
+
+
+def check_paths(cfg: ExperimentConfig) -> None:
+    """Fail before building anything when a data path does not exist."""
+    for key in ("train_path", "val_path"):
+        path = getattr(cfg.data, key)
+        if path is not None and not os.path.exists(path):
+            raise ConfigError(f"data.{key}: '{path}' does not exist")
+
+
+def pretrain(cfg: ExperimentConfig) -> dict[str, float]:
+    """Pretrain ``cfg.method``; returns the final metrics (and kNN before training when enabled)."""
+    check_paths(cfg)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    method_cls = METHODS.get(cfg.method)
+
+    resume_from, run_id = cfg.resume_from_checkpoint, None
+    if resume_from is None and cfg.auto_resume.enabled:
+        point = find_resume_point(cfg.checkpoint.dir, cfg.method, cfg.to_dict(),
+                                  cfg.auto_resume.max_hours)
+        if point is not None:
+            resume_from, run_id = str(point.checkpoint), point.run_id
+            print(f"auto-resume: continuing run {run_id} from {resume_from}")
+    run_id = run_id or new_run_id()
+    run_dir = Path(cfg.checkpoint.dir) / cfg.method / run_id
+
+    callbacks: list[pl.Callback] = []
+    if cfg.checkpoint.enabled:
+        callbacks.append(Checkpointer(run_dir, cfg.name, run_id, {"cfg": cfg.to_dict()},
+                                      cfg.checkpoint.frequency, cfg.checkpoint.keep_prev))
+    trainer = pl.Trainer(logger=build_loggers(cfg, run_dir, run_id), callbacks=callbacks,
+                         **trainer_kwargs(cfg))
+    model = method_cls(cfg)
+    datamodule = build_pipeline(cfg)
+
+    results: dict[str, float] = {}
+    if cfg.knn_eval.enabled and cfg.data.val_path and resume_from is None:
+        before = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
+        results.update({f"{k}_before": float(v) for k, v in before.items()})
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+    results.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
+    results["run_dir"] = str(run_dir)  # type: ignore[assignment]
+    return results
+
+
+def summary(cfg: ExperimentConfig, results: dict[str, Any]) -> str:
+    """A few lines for the end of a run: the kNN accuracy before and after, the probe accuracy."""
+    lines = [f"run directory: {results.get('run_dir')}"]
+    if "knn_acc1" in results:
+        k = cfg.knn_eval
+        before = results.get("knn_acc1_before")
+        lines.append(f"kNN acc@1 (k={k.k}, {k.distance_func}) on {cfg.data.val_path}: "
+                     + (f"before {100 * before:.1f}% -> " if before is not None else "")
+                     + f"after {100 * results['knn_acc1']:.1f}%")
+    if "val_acc1" in results:
+        lines.append(f"online linear probe acc@1: {100 * results['val_acc1']:.1f}%")
+    return "\n".join(lines)

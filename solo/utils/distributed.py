@@ -1,0 +1,46 @@
+"""Cross-process gathers that fall back to the identity when running in a single process."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.distributed.nn.functional import all_gather
+
+
+def _is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    """This process's rank, 0 when torch.distributed is not initialized."""
+    return dist.get_rank() if _is_distributed() else 0
+
+
+def world_size() -> int:
+    """Number of processes, 1 when torch.distributed is not initialized."""
+    return dist.get_world_size() if _is_distributed() else 1
+
+
+def gather_with_grad(x: Tensor) -> Tensor:
+    """Concatenate ``x`` from every process along dim 0, in rank order, keeping gradients.
+
+    The backward pass sums the incoming gradients across processes, so each process's input
+    receives the gradient of every process's loss term that used it. All processes must pass
+    tensors of the same shape.
+    """
+    if world_size() == 1:
+        return x
+    return torch.cat(all_gather(x), dim=0)
+
+
+@torch.no_grad()
+def gather_no_grad(x: Tensor) -> Tensor:
+    """Concatenate ``x`` from every process along dim 0, in rank order, without gradients."""
+    if world_size() == 1:
+        return x
+    # contiguous: the collective writes into and reads from flat buffers
+    x = x.contiguous()
+    parts = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(parts, x)
+    return torch.cat(parts, dim=0)

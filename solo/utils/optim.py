@@ -1,0 +1,88 @@
+"""Parameter groups, the optimizer built from an ``OptimizerConfig``, and linear lr scaling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from solo.config import OptimizerConfig
+from solo.utils.lars import LARS
+
+
+def param_groups(named_groups: list[dict], exclude_bias_n_norm_wd: bool) -> list[dict]:
+    """Turn ``{"name", "params", ...}`` groups into optimizer param groups.
+
+    ``params`` may hold tensors or ``(name, tensor)`` pairs. Frozen tensors are dropped. With
+    ``exclude_bias_n_norm_wd`` each group is split into ``name`` (ndim > 1) and ``name_no_wd``
+    (biases and norm weights, weight decay 0). Other keys (lr, weight_decay, ...) are kept; groups
+    left empty are dropped.
+    """
+    out = []
+    for group in named_groups:
+        params = [p[1] if isinstance(p, tuple) else p for p in group["params"]]
+        params = [p for p in params if p.requires_grad]
+        extra = {k: v for k, v in group.items() if k != "params"}
+        if not exclude_bias_n_norm_wd:
+            out.append({**extra, "params": params})
+            continue
+        name = group.get("name", "group")
+        out.append({**extra, "params": [p for p in params if p.ndim > 1]})
+        out.append({**extra, "name": f"{name}_no_wd", "weight_decay": 0.0,
+                    "params": [p for p in params if p.ndim <= 1]})
+    return [g for g in out if g["params"]]
+
+
+@dataclass(frozen=True)
+class _OptimizerSpec:
+    cls: type[torch.optim.Optimizer]
+    defaults: dict[str, Any]  # every kwarg a config may set, with the value used when it does not
+
+
+_OPTIMIZERS: dict[str, _OptimizerSpec] = {
+    # momentum 0.9: the value every SSL recipe in solo-learn uses
+    "sgd": _OptimizerSpec(torch.optim.SGD, {"momentum": 0.9, "nesterov": False, "dampening": 0.0}),
+    # solo-learn's LARS defaults; its configs turn on clip_lr and exclude_bias_n_norm explicitly
+    "lars": _OptimizerSpec(LARS, {"momentum": 0.9, "eta": 1e-3, "clip_lr": False,
+                                  "exclude_bias_n_norm": False, "nesterov": False, "eps": 1e-8}),
+    "adam": _OptimizerSpec(torch.optim.Adam, {"betas": (0.9, 0.999), "eps": 1e-8,
+                                              "amsgrad": False}),
+    "adamw": _OptimizerSpec(torch.optim.AdamW, {"betas": (0.9, 0.999), "eps": 1e-8,
+                                                "amsgrad": False}),
+}
+
+
+def build_optimizer(cfg: OptimizerConfig, groups: list[dict], lr: float,
+                    classifier_lr: float) -> torch.optim.Optimizer:
+    """Build ``cfg.name`` over ``groups`` with base lr ``lr`` and ``cfg.weight_decay``.
+
+    Groups keep their own lr/weight_decay when they set one. A group whose name starts with
+    "classifier" (the online probe) that sets neither gets ``classifier_lr`` and no weight decay.
+    ``cfg.kwargs`` override the optimizer's defaults; an unknown kwarg raises a ValueError.
+    """
+    if cfg.name not in _OPTIMIZERS:
+        raise ValueError(f"unknown optimizer '{cfg.name}'; valid: {', '.join(_OPTIMIZERS)}")
+    spec = _OPTIMIZERS[cfg.name]
+    unknown = sorted(set(cfg.kwargs) - set(spec.defaults))
+    if unknown:
+        raise ValueError(f"optimizer.kwargs: unknown key(s) {unknown} for optimizer "
+                         f"'{cfg.name}'; valid kwargs: {', '.join(spec.defaults)}")
+    kwargs = {**spec.defaults, **cfg.kwargs}
+    if "betas" in kwargs:
+        kwargs["betas"] = tuple(kwargs["betas"])  # YAML gives a list
+
+    resolved = []
+    for group in groups:
+        group = dict(group)
+        if str(group.get("name", "")).startswith("classifier"):
+            group.setdefault("lr", classifier_lr)
+            group.setdefault("weight_decay", 0.0)
+        resolved.append(group)
+    return spec.cls(resolved, lr=lr, weight_decay=cfg.weight_decay, **kwargs)
+
+
+def scaled_lr(base_lr: float, batch_size: int, world_size: int) -> float:
+    """Linear scaling rule (Goyal et al. 2017): ``base_lr`` is for a global batch of 256."""
+    return base_lr * batch_size * world_size / 256
+
