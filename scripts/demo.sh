@@ -8,7 +8,7 @@ bash scripts/setup.sh
 .venv/bin/python main_pretrain.py --config-path scripts/pretrain/cifar --config-name byol.yaml \
   ++name=byol-cifar10-demo \
   ++data.train_path=data/cifar10-mini/train ++data.val_path=data/cifar10-mini/test \
-  ++data.num_workers=2 ++optimizer.batch_size=128 \
+  ++data.num_workers=2 ++optimizer.batch_size=64 \
   ++scheduler.warmup_epochs=1 ++max_epochs=${EPOCHS:-4} \
-  ++accelerator=cpu ++devices=1 ++precision=32 ++strategy=auto \
+  ++accelerator=cpu ++devices=1 ++precision=bf16-mixed ++strategy=auto \
   ++checkpoint.dir=trained_models/demo ++auto_resume.enabled=False "$@"

@@ -38,10 +38,15 @@ def check(condition: bool, key: str, message: str) -> None:
 # ----------------------------------------------------------------------------------------------
 # sections
 # ----------------------------------------------------------------------------------------------
+SMALL_IMAGE_DATASETS = ("cifar10", "cifar100")
+
+
 @dataclass
 class BackboneConfig:
     name: str = "resnet18"
     kwargs: dict = field(default_factory=dict)  # passed to the backbone builder
+    # the 3x3 stride-1 stem for 32x32 images; None turns it on for cifar10 and cifar100
+    cifar_stem: Optional[bool] = None
 
 
 DATASETS = ("cifar10", "cifar100", "stl10", "imagenet", "imagenet100", "custom")

@@ -15,12 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from solo.backbones import build_backbone
-from solo.config import ExperimentConfig, parse_config
+from solo.config import SMALL_IMAGE_DATASETS, ExperimentConfig, parse_config
 from solo.nn import OnlineProbe, WeightedKNN
 from solo.utils.optim import build_optimizer, param_groups, scaled_lr
 from solo.utils.schedules import build_scheduler
-
-SMALL_IMAGE_DATASETS = ("cifar10", "cifar100")
 
 
 @dataclass
@@ -69,8 +67,10 @@ class BaseMethod(pl.LightningModule):
         # a plain dict, so load_from_checkpoint(path) rebuilds the method with no config at hand
         self.save_hyperparameters({"cfg": cfg.to_dict()})
 
-        self.backbone = build_backbone(cfg.backbone.name,
-                                       small_images=cfg.data.dataset in SMALL_IMAGE_DATASETS,
+        small_images = cfg.backbone.cifar_stem
+        if small_images is None:
+            small_images = cfg.data.dataset in SMALL_IMAGE_DATASETS
+        self.backbone = build_backbone(cfg.backbone.name, small_images=small_images,
                                        **cfg.backbone.kwargs)
         self.num_features: int = self.backbone.num_features
         self.probe = OnlineProbe(self.num_features, cfg.num_classes)

@@ -46,11 +46,14 @@ class Checkpointer(Callback):
     """Saves every ``frequency`` epochs (and after the last) with temp file + rename."""
 
     def __init__(self, run_dir: str | Path, name: str, run_id: str, args: dict[str, Any],
-                 frequency: int = 1, keep_prev: bool = False) -> None:
+                 frequency: int = 1, keep_prev: bool = False,
+                 resumed_from: str | Path | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.name, self.run_id, self.args = name, run_id, args
         self.frequency, self.keep_prev = frequency, keep_prev
-        self.last_path: Path | None = None
+        # a resumed run's first checkpoint replaces the one it continued from, if it is ours
+        resumed = Path(resumed_from) if resumed_from else None
+        self.last_path = resumed if resumed and resumed.parent == self.run_dir else None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if trainer.is_global_zero:

@@ -1,0 +1,192 @@
+"""main_pretrain.py run as a user runs it: solo-learn YAMLs, typos, kill and auto-resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from solo.methods import BYOL
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+# solo-learn's CIFAR BYOL experiment, key for key (its GPU/DDP/fp16 settings included)
+SOLO_LEARN_BYOL = """\
+defaults:
+  - _self_
+  - augmentations: asymmetric.yaml
+  - wandb: private.yaml
+  - override hydra/hydra_logging: disabled
+  - override hydra/job_logging: disabled
+
+hydra:
+  output_subdir: null
+  run:
+    dir: .
+
+name: "byol-cifar10"
+method: "byol"
+backbone:
+  name: "resnet18"
+method_kwargs:
+  proj_hidden_dim: 4096
+  proj_output_dim: 256
+  pred_hidden_dim: 4096
+momentum:
+  base_tau: 0.99
+  final_tau: 1.0
+data:
+  dataset: cifar10
+  train_path: "./datasets"
+  val_path: "./datasets"
+  format: "image_folder"
+  num_workers: 4
+optimizer:
+  name: "lars"
+  batch_size: 256
+  lr: 1.0
+  classifier_lr: 0.1
+  weight_decay: 1e-5
+  kwargs:
+    clip_lr: True
+    eta: 0.02
+    exclude_bias_n_norm: True
+scheduler:
+  name: "warmup_cosine"
+checkpoint:
+  enabled: True
+  dir: "trained_models"
+  frequency: 1
+auto_resume:
+  enabled: True
+
+max_epochs: 1000
+devices: [0]
+sync_batchnorm: True
+accelerator: "gpu"
+strategy: "ddp"
+precision: 16
+"""
+VIEW = """\
+- rrc:
+    enabled: True
+    crop_min_scale: 0.08
+    crop_max_scale: 1.0
+  color_jitter:
+    prob: 0.8
+    brightness: 0.4
+    contrast: 0.4
+    saturation: 0.2
+    hue: 0.1
+  grayscale:
+    prob: 0.2
+  gaussian_blur:
+    prob: 0.0
+  solarization:
+    prob: {solarization}
+  equalization:
+    prob: 0.0
+  horizontal_flip:
+    prob: 0.5
+  crop_size: 32
+  num_crops: 1
+"""
+SOLO_LEARN_WANDB = 'enabled: True\nentity: None\nproject: "solo-learn"\n'
+
+
+def write_solo_learn_configs(folder: Path) -> Path:
+    (folder / "augmentations").mkdir(parents=True)
+    (folder / "wandb").mkdir()
+    (folder / "byol.yaml").write_text(SOLO_LEARN_BYOL)
+    (folder / "augmentations" / "asymmetric.yaml").write_text(
+        VIEW.format(solarization=0.0) + "\n" + VIEW.format(solarization=0.2))
+    (folder / "wandb" / "private.yaml").write_text(SOLO_LEARN_WANDB)
+    return folder
+
+
+def command(config_dir: Path, *overrides: str) -> list[str]:
+    return [sys.executable, str(ROOT / "main_pretrain.py"), "--config-path", str(config_dir),
+            "--config-name", "byol.yaml", *overrides]
+
+
+def run(cmd: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def fast(data: Path, checkpoints: Path, epochs: int = 1, batches: int = 2) -> list[str]:
+    """Path and device overrides, plus a short schedule so the test stays quick."""
+    return [f"++data.train_path={data / 'train'}", f"++data.val_path={data / 'test'}",
+            "++accelerator=cpu", "++devices=1", f"++checkpoint.dir={checkpoints}",
+            f"++max_epochs={epochs}", f"++limit_train_batches={batches}", "++limit_val_batches=2",
+            "++optimizer.batch_size=16", "++data.num_workers=0", "++enable_progress_bar=False"]
+
+
+def test_unmodified_solo_learn_yaml_trains_and_checkpoints(cifar_mini: Path, tmp_path: Path) -> None:
+    configs = write_solo_learn_configs(tmp_path / "configs")
+    result = run(command(configs, *fast(cifar_mini, tmp_path / "ckpt"), "++knn_eval.enabled=True"),
+                 cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "kNN acc@1 (k=20, euclidean)" in result.stdout and "before" in result.stdout
+
+    run_dirs = list((tmp_path / "ckpt" / "byol").iterdir())
+    assert len(run_dirs) == 1
+    run_id = run_dirs[0].name
+    checkpoint = run_dirs[0] / f"byol-cifar10-{run_id}-ep=0.ckpt"
+    assert checkpoint.exists() and not list(run_dirs[0].glob("*.tmp"))
+    args = json.loads((run_dirs[0] / "args.json").read_text())
+    assert args["run_id"] == run_id and args["cfg"]["optimizer"]["lr"] == 1.0
+    assert (run_dirs[0] / "logs" / "version_0" / "metrics.csv").exists()
+
+    model = BYOL.load_from_checkpoint(checkpoint, map_location="cpu")  # no config needed
+    assert model.cfg.name == "byol-cifar10" and model.cfg.trainer["precision"] == 16
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("++optimizer.weight_decy=1e-4", 'optimizer.weight_decy\' (did you mean "weight_decay"?)'),
+    ("++max_epoch=3", '\'max_epoch\' (did you mean "max_epochs"?)'),
+    ("++momentum.base_tau=1.5", "momentum.base_tau: need 0 <= base_tau <= final_tau <= 1"),
+    ("~data.dataset", "missing required key 'data.dataset'"),
+])
+def test_bad_config_fails_before_reading_data(override: str, expected: str, tmp_path: Path) -> None:
+    result = run(command(ROOT / "scripts" / "pretrain" / "cifar", override,
+                         "++data.train_path=/nonexistent", "++accelerator=cpu"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert expected in result.stderr, result.stderr[-2000:]
+
+
+def test_sigkill_mid_epoch_then_rerun_resumes(cifar_mini: Path, tmp_path: Path) -> None:
+    cmd = command(ROOT / "scripts" / "pretrain" / "cifar",
+                  *fast(cifar_mini, tmp_path / "ckpt", epochs=3, batches=6),
+                  "++knn_eval.enabled=False", "++precision=32")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    log = open(tmp_path / "first.log", "w")
+    first = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    while not list((tmp_path / "ckpt").rglob("*-ep=0.ckpt")):
+        assert first.poll() is None and time.time() < deadline, (tmp_path / "first.log").read_text()
+        time.sleep(0.2)
+    time.sleep(2.0)  # into the second epoch
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    run_dir = next((tmp_path / "ckpt" / "byol").iterdir())
+    assert not list(run_dir.glob("*-ep=2.ckpt")), "the first run finished before it was killed"
+
+    second = run(cmd, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"auto-resume: continuing run {run_dir.name}" in second.stdout
+    final = torch.load(run_dir / f"byol-cifar10-{run_dir.name}-ep=2.ckpt", map_location="cpu",
+                       weights_only=False)
+    # 3 epochs of 6 steps in all: the rerun continued the count instead of starting over
+    assert final["global_step"] == 18 and final["epoch"] == 2
+    assert [p.name for p in run_dir.glob("*.ckpt")] == [f"byol-cifar10-{run_dir.name}-ep=2.ckpt"]
+    # the killed run's logs are still there beside the resumed run's
+    assert (run_dir / "logs" / "version_0").is_dir() and (run_dir / "logs" / "version_1").is_dir()

@@ -1,0 +1,95 @@
+"""The config validator: typos, missing keys and impossible values fail naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from solo.config import ConfigError, parse_config
+from tests.helpers import CIFAR_CONFIGS, load_raw, small_cpu_overrides
+
+
+@pytest.fixture
+def raw(cifar_mini: Path) -> dict:
+    return load_raw(CIFAR_CONFIGS, "byol.yaml", small_cpu_overrides(cifar_mini))
+
+
+def parse_error(raw: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    return str(info.value)
+
+
+def test_shipped_byol_config_parses_with_its_recipe(raw: dict) -> None:
+    cfg = parse_config(raw)
+    assert (cfg.method, cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.weight_decay) == \
+        ("byol", "lars", 1.0, 1e-5)  # 1e-5 arrives from YAML as a string; it must become a float
+    assert cfg.method_kwargs.proj_hidden_dim == 4096 and cfg.method_kwargs.pred_hidden_dim == 4096
+    assert (cfg.momentum.base_tau, cfg.momentum.final_tau) == (0.99, 1.0)
+    assert cfg.num_large_crops == 2 and cfg.num_small_crops == 0 and cfg.num_classes == 10
+    assert cfg.augmentations[1].solarization.prob == 0.2  # asymmetric: only the second view
+    assert cfg.trainer["max_epochs"] == 1000 and cfg.trainer["sync_batchnorm"] is True
+    assert cfg.wandb.entity is None  # YAML's string "None"
+
+
+def test_unknown_top_level_key_names_the_closest(raw: dict) -> None:
+    raw["max_epoch"] = 3
+    message = parse_error(raw)
+    assert "'max_epoch'" in message and 'did you mean "max_epochs"' in message
+
+
+def test_unknown_nested_key_names_its_full_path(raw: dict) -> None:
+    raw["optimizer"]["weight_decy"] = 1e-4
+    message = parse_error(raw)
+    assert "optimizer.weight_decy" in message and '"weight_decay"' in message
+    raw["optimizer"].pop("weight_decy")
+    raw["augmentations"][1]["color_jitter"]["brightnes"] = 0.4
+    message = parse_error(raw)
+    assert "augmentations[1].color_jitter.brightnes" in message and '"brightness"' in message
+
+
+def test_method_kwargs_are_checked_against_the_method(raw: dict) -> None:
+    raw["method_kwargs"]["proj_hiden_dim"] = 10
+    message = parse_error(raw)
+    assert "method_kwargs.proj_hiden_dim" in message and '"proj_hidden_dim"' in message
+
+
+def test_unknown_method_lists_the_valid_ones(raw: dict) -> None:
+    raw["method"] = "byl"
+    message = parse_error(raw)
+    assert "byl" in message and '"byol"' in message and "simclr" in message
+
+
+def test_missing_required_key(raw: dict) -> None:
+    del raw["data"]["dataset"]
+    assert "missing required key 'data.dataset'" in parse_error(raw)
+    raw["data"]["dataset"] = "cifar10"
+    del raw["optimizer"]["lr"]
+    assert "missing required key 'optimizer.lr'" in parse_error(raw)
+
+
+@pytest.mark.parametrize("section, key, value, expected", [
+    ("momentum", "base_tau", 1.5, "momentum.base_tau"),
+    ("optimizer", "name", "sdg", '"sgd"'),
+    ("optimizer", "batch_size", 0, "optimizer.batch_size"),
+    ("optimizer", "lr", "fast", "optimizer.lr: must be a number"),
+    ("data", "dataset", "cifar11", '"cifar10"'),
+    ("scheduler", "name", "cosine", "scheduler.name"),
+    ("knn_eval", "distance_func", "manhattan", "knn_eval.distance_func"),
+])
+def test_impossible_values_name_the_key(raw: dict, section: str, key: str, value, expected: str) -> None:
+    raw.setdefault(section, {})[key] = value
+    assert expected in parse_error(raw)
+
+
+def test_impossible_augmentation_value(raw: dict) -> None:
+    raw["augmentations"][0]["rrc"]["crop_min_scale"] = 2.0
+    assert "augmentations[0].rrc.crop_min_scale" in parse_error(raw)
+
+
+def test_custom_dataset_counts_class_folders(raw: dict, cifar_mini: Path) -> None:
+    raw["data"]["dataset"] = "custom"
+    assert parse_config(raw).num_classes == 10
+    raw["data"]["train_path"] = str(cifar_mini / "nowhere")
+    assert "data.train_path" in parse_error(raw)
