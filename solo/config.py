@@ -9,30 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import types
-import typing
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional
 
 from solo.utils.registry import did_you_mean
+from solo.utils.schema import ConfigError, convert, build, check, check_positive, required
 
-
-class ConfigError(ValueError):
-    """An invalid experiment config; the message names the offending key."""
-
-
-REQUIRED: Any = dataclasses.MISSING
-
-
-def required() -> Any:
-    """Marks a dataclass field that the user must set."""
-    return field(default=None, metadata={"required": True})
-
-
-def check(condition: bool, key: str, message: str) -> None:
-    """Raise a ConfigError about ``key`` when ``condition`` is false."""
-    if not condition:
-        raise ConfigError(f"{key}: {message}")
+__all__ = ["ConfigError", "ExperimentConfig", "parse_config", "build", "check", "check_positive"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -346,77 +329,6 @@ class ExperimentConfig:
 
 
 # ----------------------------------------------------------------------------------------------
-# building a dataclass from a mapping, with errors that name the key
-# ----------------------------------------------------------------------------------------------
-def _is_optional(tp: Any) -> bool:
-    return typing.get_origin(tp) in (Union, types.UnionType) and type(None) in typing.get_args(tp)
-
-
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is Any:
-        return value
-    if _is_optional(tp):
-        # YAML 'None' is a string; solo-learn's configs write it for "no value"
-        if value is None or value == "None":
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _convert(value, inner[0], key)
-    if dataclasses.is_dataclass(tp):
-        if dataclasses.is_dataclass(value) and isinstance(value, tp):
-            return value
-        check(isinstance(value, Mapping), key, f"must be a mapping, got {value!r}")
-        return build(tp, value, key)
-    if origin is list:
-        check(isinstance(value, (list, tuple)), key, f"must be a list, got {value!r}")
-        return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
-    if tp is dict or origin is dict:
-        check(isinstance(value, Mapping), key, f"must be a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        check(isinstance(value, bool), key, f"must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        check(ok, key, f"must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # PyYAML reads 1e-5 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        check(ok, key, f"must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        check(isinstance(value, str), key, f"must be a string, got {value!r}")
-        return value
-    return value
-
-
-def build(schema: type, raw: Mapping[str, Any], prefix: str = "") -> Any:
-    """Build dataclass ``schema`` from ``raw``; unknown, missing or bad keys raise ConfigError."""
-    hints = typing.get_type_hints(schema)
-    fields = {f.name: f for f in dataclasses.fields(schema)}
-    dotted = (prefix + ".") if prefix else ""
-    for key in raw:
-        if key not in fields:
-            raise ConfigError(f"unknown key '{dotted}{key}'{did_you_mean(key, fields)}; valid keys"
-                              f"{' in ' + prefix if prefix else ''}: {', '.join(fields)}")
-    values = {}
-    for name, f in fields.items():
-        if name in raw:
-            values[name] = _convert(raw[name], hints[name], dotted + name)
-        elif f.metadata.get("required"):
-            raise ConfigError(f"missing required key '{dotted}{name}'")
-    try:
-        return schema(**values)
-    except ConfigError as error:
-        raise ConfigError(f"{dotted}{error}") from None
-
-
-# ----------------------------------------------------------------------------------------------
 # the whole experiment
 # ----------------------------------------------------------------------------------------------
 # keys that solo-learn configs may carry but that Lightning handles itself or that mean nothing here
@@ -459,7 +371,7 @@ def parse_config(raw: Mapping[str, Any], count_classes: bool = True) -> Experime
         method = METHODS.get(cfg.method)
     except KeyError as error:
         raise ConfigError(f"method: {error}") from None
-    cfg.method_kwargs = _convert(cfg.method_kwargs or {}, method.Config, "method_kwargs")
+    cfg.method_kwargs = convert(cfg.method_kwargs or {}, method.Config, "method_kwargs")
 
     if cfg.data.num_classes is None:
         if cfg.data.dataset in NUM_CLASSES:

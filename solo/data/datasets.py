@@ -93,11 +93,13 @@ class ImageNet100Folder(ImageFolder):
         return classes, {name: i for i, name in enumerate(classes)}
 
 
-def _cifar(folder_name: str) -> DatasetBuilder:
+def _torchvision_files_or_folder(folder_name: str, reader: Callable) -> DatasetBuilder:
+    """A dataset stored as torchvision's files (``folder_name`` in the path) or as class folders."""
+
     def build(path: str, train: bool, transform: Optional[Transform], data: DataConfig) -> Dataset:
         folder = find_folder(path, folder_name)
         if folder is not None:
-            return read_cifar(folder, train, transform)
+            return reader(folder, train, transform)
         if not _has_class_folders(path):
             raise FileNotFoundError(f"'{path}' holds neither torchvision's '{folder_name}' folder "
                                     "nor class folders of images")
@@ -106,19 +108,9 @@ def _cifar(folder_name: str) -> DatasetBuilder:
     return build
 
 
-DATASETS.register("cifar10")(_cifar("cifar-10-batches-py"))
-DATASETS.register("cifar100")(_cifar("cifar-100-python"))
-
-
-@DATASETS.register("stl10")
-def _stl10(path: str, train: bool, transform: Optional[Transform], data: DataConfig) -> Dataset:
-    folder = find_folder(path, STL10_FOLDER)
-    if folder is not None:
-        return read_stl10(folder, train, transform)
-    if not _has_class_folders(path):
-        raise FileNotFoundError(f"'{path}' holds neither torchvision's '{STL10_FOLDER}' folder "
-                                "nor class folders of images")
-    return image_folder(path, transform)
+DATASETS.register("cifar10")(_torchvision_files_or_folder("cifar-10-batches-py", read_cifar))
+DATASETS.register("cifar100")(_torchvision_files_or_folder("cifar-100-python", read_cifar))
+DATASETS.register("stl10")(_torchvision_files_or_folder(STL10_FOLDER, read_stl10))
 
 
 @DATASETS.register("imagenet")

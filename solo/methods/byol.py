@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from solo.config import check
+from solo.config import check_positive
 from solo.losses import byol_loss
 from solo.methods.base import EncodedBatch
 from solo.methods.momentum import MomentumMethod
@@ -25,8 +25,7 @@ class BYOLConfig:
     pred_hidden_dim: int = 4096  # paper: the predictor mirrors the projector
 
     def __post_init__(self) -> None:
-        for key in ("proj_hidden_dim", "proj_output_dim", "pred_hidden_dim"):
-            check(getattr(self, key) >= 1, key, f"must be >= 1, got {getattr(self, key)}")
+        check_positive(self, "proj_hidden_dim", "proj_output_dim", "pred_hidden_dim")
 
 
 @METHODS.register("byol")

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from solo.config import check
+from solo.config import check_positive
 from solo.losses import moco_loss
 from solo.methods.base import EncodedBatch
 from solo.methods.momentum import MomentumMethod
@@ -29,10 +29,7 @@ class MoCoV2PlusConfig:
     queue_size: int = 65536  # paper
 
     def __post_init__(self) -> None:
-        check(self.proj_hidden_dim >= 1, "proj_hidden_dim", f"must be >= 1, got {self.proj_hidden_dim}")
-        check(self.proj_output_dim >= 1, "proj_output_dim", f"must be >= 1, got {self.proj_output_dim}")
-        check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
-        check(self.queue_size >= 1, "queue_size", f"must be >= 1, got {self.queue_size}")
+        check_positive(self, "proj_hidden_dim", "proj_output_dim", "temperature", "queue_size")
 
 
 @METHODS.register("mocov2plus")

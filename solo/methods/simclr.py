@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from solo.config import check
+from solo.config import check_positive
 from solo.losses import nt_xent_loss
 from solo.methods.base import BaseMethod, EncodedBatch
 from solo.methods.registry import METHODS
@@ -24,9 +24,7 @@ class SimCLRConfig:
     temperature: float = 0.1  # paper's best for large batches (table 5)
 
     def __post_init__(self) -> None:
-        check(self.proj_hidden_dim >= 1, "proj_hidden_dim", f"must be >= 1, got {self.proj_hidden_dim}")
-        check(self.proj_output_dim >= 1, "proj_output_dim", f"must be >= 1, got {self.proj_output_dim}")
-        check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+        check_positive(self, "proj_hidden_dim", "proj_output_dim", "temperature")
 
 
 @METHODS.register("simclr")

@@ -1,0 +1,64 @@
+"""Optimizers and schedulers, each through a real (short) training run of a method."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+
+from solo.data import build_pipeline
+from solo.methods import METHODS
+from solo.pretrain import trainer_kwargs
+from tests.helpers import shipped_config
+
+
+def train(cfg, epochs: int = 2) -> tuple[pl.LightningModule, pl.Trainer, list[float]]:
+    pl.seed_everything(0, verbose=False)
+    model = METHODS.get(cfg.method)(cfg)
+    lrs: list[float] = []
+
+    class RecordLR(pl.Callback):
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    trainer = pl.Trainer(**{**trainer_kwargs(cfg), "max_epochs": epochs, "limit_train_batches": 1,
+                            "limit_val_batches": 0, "logger": False, "enable_progress_bar": False,
+                            "enable_model_summary": False}, callbacks=[RecordLR()])
+    trainer.fit(model, datamodule=build_pipeline(cfg))
+    return model, trainer, lrs
+
+
+@pytest.mark.parametrize("scheduler, expected_lrs", [
+    # lr 0.4 x 16 / 256 = 0.025; one step per epoch
+    (["++scheduler.name=step", "++scheduler.lr_decay_steps=[1]", "++scheduler.gamma=0.5"],
+     [0.025, 0.0125]),
+    (["++scheduler.name=exponential", "++scheduler.gamma=0.5"], [0.025, 0.0125]),
+    (["++scheduler.name=none"], [0.025, 0.025]),
+    (["++scheduler.name=reduce"], [0.025, 0.025]),  # needs the logged train_loss to exist
+    (["++scheduler.name=warmup_cosine", "++scheduler.warmup_epochs=1",
+      "++scheduler.warmup_start_lr=0.0", "++scheduler.interval=epoch"], [0.0, 0.025]),
+])
+def test_every_scheduler_drives_a_real_run(scheduler: list[str], expected_lrs: list[float],
+                                           cifar_mini: Path) -> None:
+    cfg = shipped_config("simclr", cifar_mini, scheduler + ["++knn_eval.enabled=False"])
+    _, trainer, lrs = train(cfg)
+    assert trainer.global_step == 2
+    assert lrs == pytest.approx(expected_lrs)
+
+
+@pytest.mark.parametrize("name, kwargs", [("sgd", {"momentum": 0.9}), ("adam", {}),
+                                          ("adamw", {"betas": [0.9, 0.95]}),
+                                          ("lars", {"eta": 0.02, "clip_lr": True})])
+def test_every_optimizer_trains(name: str, kwargs: dict, cifar_mini: Path) -> None:
+    cfg = shipped_config("simclr", cifar_mini, [f"++optimizer.name={name}",
+                                                "++optimizer.exclude_bias_n_norm_wd=True"])
+    cfg.optimizer.kwargs = kwargs
+    model, trainer, _ = train(cfg, epochs=1)
+    optimizer = trainer.optimizers[0]
+    assert type(optimizer).__name__.lower() == name
+    groups = {g["name"]: g for g in optimizer.param_groups}
+    # the probe has its own lr and no weight decay; biases and norms no weight decay either
+    assert groups["probe"]["initial_lr"] == pytest.approx(0.1 * 16 / 256)  # before the schedule
+    assert groups["probe"]["weight_decay"] == 0 and groups["backbone_no_wd"]["weight_decay"] == 0
+    assert groups["backbone"]["weight_decay"] == pytest.approx(1e-4)
