@@ -367,6 +367,9 @@ def parse_config(raw: Mapping[str, Any], count_classes: bool = True) -> Experime
     raw["trainer"] = trainer
     cfg: ExperimentConfig = build(ExperimentConfig, raw)
 
+    from solo.utils.optim import check_optimizer_kwargs  # imports torch; config.py does not
+
+    check_optimizer_kwargs(cfg.optimizer)
     try:
         method = METHODS.get(cfg.method)
     except KeyError as error:

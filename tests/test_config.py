@@ -49,6 +49,12 @@ def test_unknown_nested_key_names_its_full_path(raw: dict) -> None:
     assert "augmentations[1].color_jitter.brightnes" in message and '"brightness"' in message
 
 
+def test_optimizer_kwargs_are_checked_against_the_optimizer(raw: dict) -> None:
+    raw["optimizer"]["kwargs"]["etaa"] = 0.02
+    message = parse_error(raw)
+    assert "optimizer.kwargs.etaa" in message and '"eta"' in message and "clip_lr" in message
+
+
 def test_method_kwargs_are_checked_against_the_method(raw: dict) -> None:
     raw["method_kwargs"]["proj_hiden_dim"] = 10
     message = parse_error(raw)

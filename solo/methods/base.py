@@ -178,22 +178,19 @@ class BaseMethod(pl.LightningModule):
     # ------------------------------------------------------------------------------------------
     # optimization
     # ------------------------------------------------------------------------------------------
-    def probe_modules(self) -> list[str]:
-        """Names of child modules trained with the classifier's lr and no weight decay."""
-        return ["probe"]
+    def probe_modules(self) -> dict[str, str]:
+        """Child modules that are linear probes, by the name of their optimizer group: groups
+        named ``classifier*`` get ``optimizer.classifier_lr`` and no weight decay."""
+        return {"probe": "classifier"}
 
     def configure_optimizers(self) -> Any:
         opt_cfg = self.cfg.optimizer
         world_size = self.trainer.world_size if self._trainer is not None else 1
         lr = scaled_lr(opt_cfg.lr, opt_cfg.batch_size, world_size)
         classifier_lr = scaled_lr(opt_cfg.classifier_lr, opt_cfg.batch_size, world_size)
-        probes = set(self.probe_modules())
-        groups = []
-        for name, child in self.named_children():
-            group: dict[str, Any] = {"name": name, "params": list(child.named_parameters())}
-            if name in probes:
-                group.update(lr=classifier_lr, weight_decay=0.0)
-            groups.append(group)
+        probes = self.probe_modules()
+        groups = [{"name": probes.get(name, name), "params": list(child.named_parameters())}
+                  for name, child in self.named_children()]
         optimizer = build_optimizer(opt_cfg, param_groups(groups, opt_cfg.exclude_bias_n_norm_wd),
                                     lr, classifier_lr)
         max_epochs = max(1, self.trainer.max_epochs or 1)

@@ -46,8 +46,8 @@ class MomentumMethod(BaseMethod):
         self._momentum_pairs.append((name, f"momentum_{name}"))
         return momentum
 
-    def probe_modules(self) -> list[str]:
-        return super().probe_modules() + (["momentum_probe"] if self.momentum_probe else [])
+    def probe_modules(self) -> dict[str, str]:
+        return {**super().probe_modules(), "momentum_probe": "classifier_momentum"}
 
     # ------------------------------------------------------------------------------------------
     def encode_batch(self, batch: tuple[Tensor, list[Tensor], Tensor]) -> EncodedBatch:

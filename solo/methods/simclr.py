@@ -34,6 +34,10 @@ class SimCLR(BaseMethod):
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
         k = self.kwargs
+        num_crops = self.cfg.num_large_crops + self.cfg.num_small_crops
+        if num_crops < 2:
+            raise ValueError(f"simclr needs at least 2 crops per image (augmentations[*].num_crops), "
+                             f"got {num_crops}")
         # no batch norm in the head: solo-learn's recipe, whose CIFAR accuracies we match
         self.projector = mlp(self.num_features, k.proj_hidden_dim, k.proj_output_dim, batch_norm=False)
 

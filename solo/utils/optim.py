@@ -7,8 +7,9 @@ from typing import Any
 
 import torch
 
-from solo.config import OptimizerConfig
+from solo.config import ConfigError, OptimizerConfig
 from solo.utils.lars import LARS
+from solo.utils.registry import did_you_mean
 
 
 def param_groups(named_groups: list[dict], exclude_bias_n_norm_wd: bool) -> list[dict]:
@@ -53,6 +54,17 @@ _OPTIMIZERS: dict[str, _OptimizerSpec] = {
 }
 
 
+def check_optimizer_kwargs(cfg: OptimizerConfig) -> None:
+    """Reject an unknown optimizer or kwarg, naming it and the valid ones (a ConfigError)."""
+    if cfg.name not in _OPTIMIZERS:
+        raise ConfigError(f"optimizer.name: unknown optimizer '{cfg.name}'; valid: "
+                          f"{', '.join(_OPTIMIZERS)}")
+    valid = _OPTIMIZERS[cfg.name].defaults
+    for key in sorted(set(cfg.kwargs) - set(valid)):
+        raise ConfigError(f"unknown key 'optimizer.kwargs.{key}'{did_you_mean(key, valid)} for "
+                          f"optimizer '{cfg.name}'; valid kwargs: {', '.join(valid)}")
+
+
 def build_optimizer(cfg: OptimizerConfig, groups: list[dict], lr: float,
                     classifier_lr: float) -> torch.optim.Optimizer:
     """Build ``cfg.name`` over ``groups`` with base lr ``lr`` and ``cfg.weight_decay``.
@@ -61,13 +73,8 @@ def build_optimizer(cfg: OptimizerConfig, groups: list[dict], lr: float,
     "classifier" (the online probe) that sets neither gets ``classifier_lr`` and no weight decay.
     ``cfg.kwargs`` override the optimizer's defaults; an unknown kwarg raises a ValueError.
     """
-    if cfg.name not in _OPTIMIZERS:
-        raise ValueError(f"unknown optimizer '{cfg.name}'; valid: {', '.join(_OPTIMIZERS)}")
+    check_optimizer_kwargs(cfg)
     spec = _OPTIMIZERS[cfg.name]
-    unknown = sorted(set(cfg.kwargs) - set(spec.defaults))
-    if unknown:
-        raise ValueError(f"optimizer.kwargs: unknown key(s) {unknown} for optimizer "
-                         f"'{cfg.name}'; valid kwargs: {', '.join(spec.defaults)}")
     kwargs = {**spec.defaults, **cfg.kwargs}
     if "betas" in kwargs:
         kwargs["betas"] = tuple(kwargs["betas"])  # YAML gives a list

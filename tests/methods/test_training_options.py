@@ -51,7 +51,7 @@ def test_every_scheduler_drives_a_real_run(scheduler: list[str], expected_lrs: l
                                           ("adamw", {"betas": [0.9, 0.95]}),
                                           ("lars", {"eta": 0.02, "clip_lr": True})])
 def test_every_optimizer_trains(name: str, kwargs: dict, cifar_mini: Path) -> None:
-    cfg = shipped_config("simclr", cifar_mini, [f"++optimizer.name={name}",
+    cfg = shipped_config("simclr", cifar_mini, [f"++optimizer.name={name}", "~optimizer.kwargs",
                                                 "++optimizer.exclude_bias_n_norm_wd=True"])
     cfg.optimizer.kwargs = kwargs
     model, trainer, _ = train(cfg, epochs=1)
@@ -59,6 +59,6 @@ def test_every_optimizer_trains(name: str, kwargs: dict, cifar_mini: Path) -> No
     assert type(optimizer).__name__.lower() == name
     groups = {g["name"]: g for g in optimizer.param_groups}
     # the probe has its own lr and no weight decay; biases and norms no weight decay either
-    assert groups["probe"]["initial_lr"] == pytest.approx(0.1 * 16 / 256)  # before the schedule
-    assert groups["probe"]["weight_decay"] == 0 and groups["backbone_no_wd"]["weight_decay"] == 0
+    assert groups["classifier"]["initial_lr"] == pytest.approx(0.1 * 16 / 256)  # before the schedule
+    assert groups["classifier"]["weight_decay"] == 0 and groups["backbone_no_wd"]["weight_decay"] == 0
     assert groups["backbone"]["weight_decay"] == pytest.approx(1e-4)
