@@ -23,11 +23,11 @@ HYDRA_DEFAULTS = ("hydra.run.dir=.", "hydra.output_subdir=null",
 def main(raw: DictConfig) -> None:
     try:
         cfg = parse_config(OmegaConf.to_container(raw, resolve=True))
-        results = pretrain(cfg)
+        result = pretrain(cfg)
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         sys.exit(2)
-    print(summary(cfg, results))
+    print(summary(cfg, result))
 
 
 if __name__ == "__main__":

@@ -367,13 +367,16 @@ def parse_config(raw: Mapping[str, Any], count_classes: bool = True) -> Experime
     raw["trainer"] = trainer
     cfg: ExperimentConfig = build(ExperimentConfig, raw)
 
-    from solo.utils.optim import check_optimizer_kwargs  # imports torch; config.py does not
+    from solo.backbones import BACKBONES
+    from solo.utils.optim import check_optimizer_kwargs  # these import torch; config.py does not
 
     check_optimizer_kwargs(cfg.optimizer)
     try:
         method = METHODS.get(cfg.method)
     except KeyError as error:
         raise ConfigError(f"method: {error}") from None
+    if cfg.backbone.name not in BACKBONES:
+        raise ConfigError(f"backbone.name: {BACKBONES.unknown(cfg.backbone.name)}")
     cfg.method_kwargs = convert(cfg.method_kwargs or {}, method.Config, "method_kwargs")
 
     if cfg.data.num_classes is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +67,15 @@ def check_paths(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"data.{key}: '{path}' does not exist")
 
 
-def pretrain(cfg: ExperimentConfig) -> dict[str, float]:
-    """Pretrain ``cfg.method``; returns the final metrics (and kNN before training when enabled)."""
+@dataclass
+class PretrainResult:
+    run_dir: Path
+    metrics: dict[str, float] = field(default_factory=dict)  # last logged values
+    before: dict[str, float] = field(default_factory=dict)  # validation before training
+
+
+def pretrain(cfg: ExperimentConfig) -> PretrainResult:
+    """Pretrain ``cfg.method``; with kNN enabled, the validation before training is measured too."""
     check_paths(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     method_cls = METHODS.get(cfg.method)
@@ -92,25 +100,24 @@ def pretrain(cfg: ExperimentConfig) -> dict[str, float]:
     datamodule = build_pipeline(cfg)  # reads no data yet, but rejects an unknown pipeline
     model = method_cls(cfg)
 
-    results: dict[str, float] = {}
+    result = PretrainResult(run_dir)
     if cfg.knn_eval.enabled and cfg.data.val_path and resume_from is None:
         before = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
-        results.update({f"{k}_before": float(v) for k, v in before.items()})
+        result.before = {k: float(v) for k, v in before.items()}
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
-    results.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
-    results["run_dir"] = str(run_dir)  # type: ignore[assignment]
-    return results
+    result.metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    return result
 
 
-def summary(cfg: ExperimentConfig, results: dict[str, Any]) -> str:
+def summary(cfg: ExperimentConfig, result: PretrainResult) -> str:
     """A few lines for the end of a run: the kNN accuracy before and after, the probe accuracy."""
-    lines = [f"run directory: {results.get('run_dir')}"]
-    if "knn_acc1" in results:
+    lines = [f"run directory: {result.run_dir}"]
+    if "knn_acc1" in result.metrics:
         k = cfg.knn_eval
-        before = results.get("knn_acc1_before")
+        before = result.before.get("knn_acc1")
         lines.append(f"kNN acc@1 (k={k.k}, {k.distance_func}) on {cfg.data.val_path}: "
                      + (f"before {100 * before:.1f}% -> " if before is not None else "")
-                     + f"after {100 * results['knn_acc1']:.1f}%")
-    if "val_acc1" in results:
-        lines.append(f"online linear probe acc@1: {100 * results['val_acc1']:.1f}%")
+                     + f"after {100 * result.metrics['knn_acc1']:.1f}%")
+    if "val_acc1" in result.metrics:
+        lines.append(f"online linear probe acc@1: {100 * result.metrics['val_acc1']:.1f}%")
     return "\n".join(lines)

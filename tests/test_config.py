@@ -99,3 +99,9 @@ def test_custom_dataset_counts_class_folders(raw: dict, cifar_mini: Path) -> Non
     assert parse_config(raw).num_classes == 10
     raw["data"]["train_path"] = str(cifar_mini / "nowhere")
     assert "data.train_path" in parse_error(raw)
+
+
+def test_unknown_backbone_is_a_config_error(raw: dict) -> None:
+    raw["backbone"]["name"] = "resnet5"
+    message = parse_error(raw)
+    assert message.startswith("backbone.name: unknown backbone 'resnet5'") and "resnet50" in message

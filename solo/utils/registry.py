@@ -43,12 +43,14 @@ class Registry(Generic[T]):
 
         return decorator
 
+    def unknown(self, name: str) -> str:
+        """The message for a name that is not registered: closest match and valid names."""
+        return (f"unknown {self.kind} '{name}'{did_you_mean(name, self._items)}; "
+                f"valid: {', '.join(sorted(self._items))}")
+
     def get(self, name: str) -> T:
         if name not in self._items:
-            raise UnknownNameError(
-                f"unknown {self.kind} '{name}'{did_you_mean(name, self._items)}; "
-                f"valid: {', '.join(sorted(self._items))}"
-            )
+            raise UnknownNameError(self.unknown(name))
         return self._items[name]
 
     def names(self) -> list[str]:
