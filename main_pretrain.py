@@ -27,7 +27,8 @@ def main(raw: DictConfig) -> None:
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         sys.exit(2)
-    print(summary(cfg, result))
+    if result.is_global_zero:
+        print(summary(cfg, result))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ from solo.utils.checkpoint import Checkpointer, new_run_id
 from solo.utils.resume import find_resume_point
 
 
+RUN_ID_VARIABLE = "SOLO_RUN_ID"
+
+
 def trainer_kwargs(cfg: ExperimentConfig) -> dict[str, Any]:
     """The config's Trainer keys, adapted so a GPU recipe also runs with accelerator=cpu."""
     kwargs = dict(cfg.trainer)
@@ -31,6 +34,10 @@ def trainer_kwargs(cfg: ExperimentConfig) -> dict[str, Any]:
     if on_cpu and str(kwargs.get("precision")) in ("16", "16-mixed"):
         warnings.warn("precision 16 (fp16 autocast) does not run on the CPU; using bf16-mixed")
         kwargs["precision"] = "bf16-mixed"
+    if on_cpu and kwargs.get("sync_batchnorm"):
+        kwargs["sync_batchnorm"] = False  # torch's SyncBatchNorm runs on CUDA only
+        if kwargs.get("devices") not in (1, "1"):
+            warnings.warn("sync_batchnorm needs GPUs; each CPU process keeps its own statistics")
     count = kwargs.get("devices", "auto")
     single = count in (1, "1") or (isinstance(count, (list, tuple)) and len(count) == 1)
     if single and cfg.num_nodes == 1 and kwargs.get("strategy") in ("ddp", "ddp_spawn"):
@@ -72,6 +79,7 @@ class PretrainResult:
     run_dir: Path
     metrics: dict[str, float] = field(default_factory=dict)  # last logged values
     before: dict[str, float] = field(default_factory=dict)  # validation before training
+    is_global_zero: bool = True  # the process that reports
 
 
 def pretrain(cfg: ExperimentConfig) -> PretrainResult:
@@ -87,7 +95,10 @@ def pretrain(cfg: ExperimentConfig) -> PretrainResult:
         if point is not None:
             resume_from, run_id = str(point.checkpoint), point.run_id
             print(f"auto-resume: continuing run {run_id} from {resume_from}")
-    run_id = run_id or new_run_id()
+    # Lightning starts the other DDP ranks by running this script again, with our environment:
+    # they must write to the same run, so the first process hands its run id down
+    run_id = run_id or os.environ.get(RUN_ID_VARIABLE) or new_run_id()
+    os.environ[RUN_ID_VARIABLE] = run_id
     run_dir = Path(cfg.checkpoint.dir) / cfg.method / run_id
 
     callbacks: list[pl.Callback] = []
@@ -104,7 +115,11 @@ def pretrain(cfg: ExperimentConfig) -> PretrainResult:
     if cfg.knn_eval.enabled and cfg.data.val_path and resume_from is None:
         before = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
         result.before = {k: float(v) for k, v in before.items()}
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+    finally:
+        os.environ.pop(RUN_ID_VARIABLE, None)
+    result.is_global_zero = trainer.is_global_zero
     result.metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     return result
 

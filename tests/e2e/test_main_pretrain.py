@@ -190,3 +190,19 @@ def test_sigkill_mid_epoch_then_rerun_resumes(cifar_mini: Path, tmp_path: Path) 
     assert [p.name for p in run_dir.glob("*.ckpt")] == [f"byol-cifar10-{run_dir.name}-ep=2.ckpt"]
     # the killed run's logs are still there beside the resumed run's
     assert (run_dir / "logs" / "version_0").is_dir() and (run_dir / "logs" / "version_1").is_dir()
+
+
+def test_two_process_ddp_run_shares_one_run_and_gathers_keys(cifar_mini: Path, tmp_path: Path) -> None:
+    cmd = command(ROOT / "scripts" / "pretrain" / "cifar",
+                  *fast(cifar_mini, tmp_path / "ckpt", epochs=2, batches=2),
+                  "++devices=2", "++strategy=ddp", "++precision=32")
+    cmd[cmd.index("byol.yaml")] = "mocov2plus.yaml"
+    result = run(cmd, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("run directory:") == 1  # only rank zero reports
+    run_dirs = list((tmp_path / "ckpt" / "mocov2plus").iterdir())
+    assert len(run_dirs) == 1  # both ranks wrote into the same run
+    checkpoint = torch.load(next(run_dirs[0].glob("*-ep=1.ckpt")), map_location="cpu",
+                            weights_only=False)
+    # 2 epochs x 2 steps x 16 keys per process x 2 processes entered the queue
+    assert checkpoint["global_step"] == 4 and int(checkpoint["state_dict"]["queue_ptr"]) == 128
