@@ -99,3 +99,18 @@ class H5Images(Dataset):
         if self.transform is not None:
             image = self.transform(image)
         return image, label
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """``python -m solo.data.h5 FOLDER OUT_FILE``: convert a class-folder tree to HDF5."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("folder", help="ImageFolder root: one sub-folder of images per class")
+    parser.add_argument("out_file", help="the .h5 file to write")
+    args = parser.parse_args(argv)
+    print(f"wrote {convert_image_folder_to_h5(args.folder, args.out_file)} images to {args.out_file}")
+
+
+if __name__ == "__main__":
+    main()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pickle
 import shutil
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from torchvision.transforms.functional import pil_to_tensor
 from solo.config import ConfigError, DataConfig
 from solo.data import build_dataset, convert_image_folder_to_h5
 from solo.data.datasets import dataset_targets, imagenet100_classes
+from solo.data.h5 import H5Images
 
 MINI = Path(__file__).resolve().parents[2] / "data" / "cifar10-mini"
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -207,3 +210,16 @@ def test_errors_name_the_key(tmp_path: Path) -> None:
         build_dataset(data_config(format="dali"), "train", None)
     with pytest.raises(ValueError, match="split"):
         build_dataset(data_config(), "test", None)
+
+
+def test_h5_command_line_converts_a_folder(tmp_path: Path, cifar_mini: Path) -> None:
+    for name in ("cat", "dog"):
+        (tmp_path / "images" / name).mkdir(parents=True)
+        for image in sorted((cifar_mini / "test" / name).glob("*.jpg"))[:3]:
+            shutil.copy(image, tmp_path / "images" / name)
+    out = tmp_path / "images.h5"
+    result = subprocess.run([sys.executable, "-m", "solo.data.h5", str(tmp_path / "images"), str(out)],
+                            capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr
+    assert "wrote 6 images" in result.stdout
+    assert H5Images(str(out)).targets == [0, 0, 0, 1, 1, 1]
