@@ -163,11 +163,7 @@ class BaseMethod(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if self.knn is None or not self.knn.ready:
             return
-        # every process votes with the whole bank and reports on its own share of the queries
-        bank = self._gather_all(torch.cat(self.knn._bank))
-        bank_targets = self._gather_all(torch.cat(self.knn._bank_targets))
-        self.knn._bank, self.knn._bank_targets = [bank], [bank_targets]
-        acc1, acc5 = self.knn.compute(self.cfg.num_classes)
+        acc1, acc5 = self.knn.compute(self.cfg.num_classes, gather=self._gather_all)
         self.log_dict({"knn_acc1": acc1, "knn_acc5": acc5}, sync_dist=True)
         self.knn.reset()
 

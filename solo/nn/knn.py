@@ -7,6 +7,8 @@ votes to inf/nan and the accuracy to chance.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -65,9 +67,16 @@ class WeightedKNN:
         return torch.cat(scores)
 
     @torch.no_grad()
-    def compute(self, num_classes: int | None = None) -> tuple[Tensor, Tensor]:
-        """acc@1 and acc@5 of the accumulated queries against the accumulated bank."""
+    def compute(self, num_classes: int | None = None,
+                gather: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """acc@1 and acc@5 of the accumulated queries against the accumulated bank.
+
+        ``gather`` collects the bank from every process, so each one votes with the whole bank
+        and reports on its own share of the queries.
+        """
         bank, bank_targets = torch.cat(self._bank), torch.cat(self._bank_targets)
+        if gather is not None:
+            bank, bank_targets = gather(bank), gather(bank_targets)
         queries, targets = torch.cat(self._queries), torch.cat(self._query_targets)
         num_classes = num_classes or int(max(bank_targets.max(), targets.max())) + 1
         scores = self.predict(queries, bank, bank_targets, num_classes)
