@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 from solo.utils.registry import did_you_mean
-from solo.utils.schema import ConfigError, convert, build, check, check_positive, required
+from solo.utils.schema import ConfigError, build, check, check_positive, convert, required
 
 __all__ = ["ConfigError", "ExperimentConfig", "parse_config", "build", "check", "check_positive"]
 

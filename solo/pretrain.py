@@ -18,7 +18,6 @@ from solo.methods import METHODS
 from solo.utils.checkpoint import Checkpointer, new_run_id
 from solo.utils.resume import find_resume_point
 
-
 RUN_ID_VARIABLE = "SOLO_RUN_ID"
 
 
@@ -32,12 +31,14 @@ def trainer_kwargs(cfg: ExperimentConfig) -> dict[str, Any]:
     if on_cpu and isinstance(devices, (list, tuple)):
         kwargs["devices"] = len(devices)  # GPU ids mean nothing on the CPU; keep the count
     if on_cpu and str(kwargs.get("precision")) in ("16", "16-mixed"):
-        warnings.warn("precision 16 (fp16 autocast) does not run on the CPU; using bf16-mixed")
+        warnings.warn("precision 16 (fp16 autocast) does not run on the CPU; using bf16-mixed",
+                      stacklevel=2)
         kwargs["precision"] = "bf16-mixed"
     if on_cpu and kwargs.get("sync_batchnorm"):
         kwargs["sync_batchnorm"] = False  # torch's SyncBatchNorm runs on CUDA only
         if kwargs.get("devices") not in (1, "1"):
-            warnings.warn("sync_batchnorm needs GPUs; each CPU process keeps its own statistics")
+            warnings.warn("sync_batchnorm needs GPUs; each CPU process keeps its own statistics",
+                          stacklevel=2)
     count = kwargs.get("devices", "auto")
     single = count in (1, "1") or (isinstance(count, (list, tuple)) and len(count) == 1)
     if single and cfg.num_nodes == 1 and kwargs.get("strategy") in ("ddp", "ddp_spawn"):
@@ -58,7 +59,8 @@ def build_loggers(cfg: ExperimentConfig, run_dir: Path, run_id: str) -> list[Log
         except ImportError:
             # solo-learn's wandb group turns it on; its YAMLs must still run where it is absent
             warnings.warn("wandb.enabled is true but wandb is not installed, so only CSV logs "
-                          "are written: pip install 'solo[wandb]', or set ++wandb.enabled=False")
+                          "are written: pip install 'solo[wandb]', or set ++wandb.enabled=False",
+                          stacklevel=2)
             return loggers
         loggers.append(WandbLogger(name=cfg.name, project=cfg.wandb.project,
                                    entity=cfg.wandb.entity, offline=cfg.wandb.offline,

@@ -57,6 +57,13 @@ def convert_image_folder_to_h5(folder: str, out_file: str) -> int:
     return count
 
 
+def _dataset_keys(group: Any, dataset_type: type) -> list[str]:
+    """Paths of every dataset below an HDF5 group, nested groups included."""
+    keys: list[str] = []
+    group.visititems(lambda key, obj: keys.append(key) if isinstance(obj, dataset_type) else None)
+    return keys
+
+
 class H5Images(Dataset):
     """``(image, target)`` from a file written by ``convert_image_folder_to_h5``."""
 
@@ -70,9 +77,7 @@ class H5Images(Dataset):
         with h5py.File(path, "r") as f:
             self.classes = sorted(key for key in f if isinstance(f[key], h5py.Group))
             for label, name in enumerate(self.classes):
-                keys: list[str] = []
-                f[name].visititems(lambda key, obj: keys.append(key)
-                                   if isinstance(obj, h5py.Dataset) else None)
+                keys = _dataset_keys(f[name], h5py.Dataset)
                 self.samples += [(f"{name}/{key}", label) for key in sorted(keys)]
         self.targets = [label for _, label in self.samples]
         self._file: Optional["h5py.File"] = None
