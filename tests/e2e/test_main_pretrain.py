@@ -117,9 +117,15 @@ def command(config_dir: Path, *overrides: str) -> list[str]:
             "--config-name", "byol.yaml", *overrides]
 
 
+def test_env(cwd: Path) -> dict[str, str]:
+    # wandb, where installed, never goes online and writes its settings into the test's folder
+    return {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline",
+            "WANDB_CONFIG_DIR": str(cwd / ".wandb-config")}
+
+
 def run(cmd: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=cwd, env=test_env(cwd), capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def fast(data: Path, checkpoints: Path, epochs: int = 1, batches: int = 2) -> list[str]:
@@ -167,9 +173,9 @@ def test_sigkill_mid_epoch_then_rerun_resumes(cifar_mini: Path, tmp_path: Path) 
     cmd = command(ROOT / "scripts" / "pretrain" / "cifar",
                   *fast(cifar_mini, tmp_path / "ckpt", epochs=3, batches=6),
                   "++knn_eval.enabled=False", "++precision=32")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     log = open(tmp_path / "first.log", "w")
-    first = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    first = subprocess.Popen(cmd, cwd=tmp_path, env=test_env(tmp_path), stdout=log,
+                             stderr=subprocess.STDOUT)
     deadline = time.time() + 300
     while not list((tmp_path / "ckpt").rglob("*-ep=0.ckpt")):
         assert first.poll() is None and time.time() < deadline, (tmp_path / "first.log").read_text()
@@ -206,3 +212,17 @@ def test_two_process_ddp_run_shares_one_run_and_gathers_keys(cifar_mini: Path, t
                             weights_only=False)
     # 2 epochs x 2 steps x 16 keys per process x 2 processes entered the queue
     assert checkpoint["global_step"] == 4 and int(checkpoint["state_dict"]["queue_ptr"]) == 128
+
+
+def test_wandb_offline_needs_no_account(cifar_mini: Path, tmp_path: Path) -> None:
+    pytest.importorskip("wandb")  # the optional `wandb` extra
+    cmd = command(ROOT / "scripts" / "pretrain" / "cifar", *fast(cifar_mini, tmp_path / "ckpt"),
+                  "++wandb.enabled=True", "++wandb.offline=True")
+    env = {**test_env(tmp_path), "HOME": str(tmp_path)}
+    env.pop("WANDB_API_KEY", None)
+    env.pop("WANDB_MODE")  # offline because the config says so
+    result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = next((tmp_path / "ckpt" / "byol").iterdir())
+    # the wandb run carries solo's run id, so a resumed run continues the same wandb run
+    assert list((run_dir / "wandb").glob(f"offline-run-*-{run_dir.name}"))
