@@ -16,7 +16,7 @@ from solo.config import ConfigError, ExperimentConfig
 from solo.data import build_pipeline
 from solo.methods import METHODS
 from solo.utils.checkpoint import Checkpointer, new_run_id
-from solo.utils.resume import find_resume_point
+from solo.utils.resume import find_resume_point, run_id_of
 
 RUN_ID_VARIABLE = "SOLO_RUN_ID"
 
@@ -90,7 +90,10 @@ def pretrain(cfg: ExperimentConfig) -> PretrainResult:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     method_cls = METHODS.get(cfg.method)
 
-    resume_from, run_id = cfg.resume_from_checkpoint, None
+    resume_from = cfg.resume_from_checkpoint
+    if resume_from is not None and not os.path.isfile(resume_from):
+        raise ConfigError(f"resume_from_checkpoint: '{resume_from}' is not a file")
+    run_id = run_id_of(resume_from) if resume_from else None  # continue that run's folder
     if resume_from is None and cfg.auto_resume.enabled:
         point = find_resume_point(cfg.checkpoint.dir, cfg.method, cfg.to_dict(),
                                   cfg.auto_resume.max_hours)

@@ -33,6 +33,15 @@ def compatible(saved: dict[str, Any], current: dict[str, Any]) -> bool:
     return all(_select(saved, key) == _select(current, key) for key in COMPATIBILITY_KEYS)
 
 
+def run_id_of(checkpoint: str | Path) -> str | None:
+    """The run id recorded in ``args.json`` beside a checkpoint, if it is one of ours."""
+    args_file = Path(checkpoint).parent / "args.json"
+    try:
+        return json.loads(args_file.read_text()).get("run_id")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def epoch_of(checkpoint: Path) -> int:
     return int(checkpoint.stem.rsplit("ep=", 1)[1])
 
@@ -40,7 +49,7 @@ def epoch_of(checkpoint: Path) -> int:
 def find_resume_point(checkpoint_dir: str | Path, method: str, cfg: dict[str, Any],
                       max_hours: float) -> ResumePoint | None:
     """The newest ``.ckpt`` of a compatible run younger than ``max_hours``, if any."""
-    best: tuple[float, ResumePoint] | None = None
+    best: tuple[tuple[float, int], ResumePoint] | None = None
     now = time.time()
     for args_file in Path(checkpoint_dir, method).glob("*/args.json"):
         try:
