@@ -117,14 +117,14 @@ def command(config_dir: Path, *overrides: str) -> list[str]:
             "--config-name", "byol.yaml", *overrides]
 
 
-def test_env(cwd: Path) -> dict[str, str]:
+def subprocess_env(cwd: Path) -> dict[str, str]:
     # wandb, where installed, never goes online and writes its settings into the test's folder
     return {**os.environ, "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline",
             "WANDB_CONFIG_DIR": str(cwd / ".wandb-config")}
 
 
 def run(cmd: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=cwd, env=test_env(cwd), capture_output=True, text=True,
+    return subprocess.run(cmd, cwd=cwd, env=subprocess_env(cwd), capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -174,7 +174,7 @@ def test_sigkill_mid_epoch_then_rerun_resumes(cifar_mini: Path, tmp_path: Path) 
                   *fast(cifar_mini, tmp_path / "ckpt", epochs=3, batches=6),
                   "++knn_eval.enabled=False", "++precision=32")
     log = open(tmp_path / "first.log", "w")
-    first = subprocess.Popen(cmd, cwd=tmp_path, env=test_env(tmp_path), stdout=log,
+    first = subprocess.Popen(cmd, cwd=tmp_path, env=subprocess_env(tmp_path), stdout=log,
                              stderr=subprocess.STDOUT)
     deadline = time.time() + 300
     while not list((tmp_path / "ckpt").rglob("*-ep=0.ckpt")):
@@ -218,7 +218,7 @@ def test_wandb_offline_needs_no_account(cifar_mini: Path, tmp_path: Path) -> Non
     pytest.importorskip("wandb")  # the optional `wandb` extra
     cmd = command(ROOT / "scripts" / "pretrain" / "cifar", *fast(cifar_mini, tmp_path / "ckpt"),
                   "++wandb.enabled=True", "++wandb.offline=True")
-    env = {**test_env(tmp_path), "HOME": str(tmp_path)}
+    env = {**subprocess_env(tmp_path), "HOME": str(tmp_path)}
     env.pop("WANDB_API_KEY", None)
     env.pop("WANDB_MODE")  # offline because the config says so
     result = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
