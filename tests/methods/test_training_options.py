@@ -6,6 +6,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
+import torch
 
 from solo.data import build_pipeline
 from solo.methods import METHODS
@@ -13,9 +14,10 @@ from solo.pretrain import trainer_kwargs
 from tests.helpers import shipped_config
 
 
-def train(cfg, epochs: int = 2) -> tuple[pl.LightningModule, pl.Trainer, list[float]]:
+def train(cfg, epochs: int = 2, model: pl.LightningModule | None = None
+          ) -> tuple[pl.LightningModule, pl.Trainer, list[float]]:
     pl.seed_everything(0, verbose=False)
-    model = METHODS.get(cfg.method)(cfg)
+    model = model or METHODS.get(cfg.method)(cfg)
     lrs: list[float] = []
 
     class RecordLR(pl.Callback):
@@ -62,3 +64,16 @@ def test_every_optimizer_trains(name: str, kwargs: dict, cifar_mini: Path) -> No
     assert groups["classifier"]["initial_lr"] == pytest.approx(0.1 * 16 / 256)  # before the schedule
     assert groups["classifier"]["weight_decay"] == 0 and groups["backbone_no_wd"]["weight_decay"] == 0
     assert groups["backbone"]["weight_decay"] == pytest.approx(1e-4)
+
+
+def test_momentum_classifier_trains_its_own_probe(cifar_mini: Path) -> None:
+    cfg = shipped_config("byol", cifar_mini, ["++momentum.classifier=True"])
+    pl.seed_everything(0, verbose=False)
+    model = METHODS.get("byol")(cfg)
+    before = model.momentum_probe.linear.weight.detach().clone()
+    model, trainer, _ = train(cfg, epochs=1, model=model)
+    groups = {g["name"]: g for g in trainer.optimizers[0].param_groups}
+    assert groups["classifier_momentum"]["initial_lr"] == pytest.approx(0.1 * 16 / 256)
+    assert groups["classifier_momentum"]["weight_decay"] == 0
+    assert not torch.equal(model.momentum_probe.linear.weight, before)  # it learned
+    assert "train_momentum_acc1_epoch" in trainer.callback_metrics
