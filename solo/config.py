@@ -174,8 +174,7 @@ class OptimizerConfig:
         check(self.name in OPTIMIZERS, "name", f"'{self.name}' is not one of {OPTIMIZERS}"
               + did_you_mean(self.name, OPTIMIZERS))
         check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
-        check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
-        check(self.classifier_lr > 0, "classifier_lr", f"must be > 0, got {self.classifier_lr}")
+        check_positive(self, "lr", "classifier_lr")
         check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
 
 
@@ -232,7 +231,7 @@ class AutoResumeConfig:
     max_hours: float = 36  # only resume runs whose newest checkpoint is younger than this
 
     def __post_init__(self) -> None:
-        check(self.max_hours > 0, "max_hours", f"must be > 0, got {self.max_hours}")
+        check_positive(self, "max_hours")
 
 
 @dataclass
@@ -246,7 +245,7 @@ class KnnEvalConfig:
         check(self.k >= 1, "k", f"must be >= 1, got {self.k}")
         check(self.distance_func in ("euclidean", "cosine"), "distance_func",
               f"must be 'euclidean' or 'cosine', got '{self.distance_func}'")
-        check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+        check_positive(self, "temperature")
 
 
 @dataclass
@@ -342,7 +341,7 @@ def trainer_keys() -> set[str]:
     return set(inspect.signature(Trainer.__init__).parameters) - {"self"} - _TRAINER_KEYS_WE_SET
 
 
-def parse_config(raw: Mapping[str, Any], count_classes: bool = True) -> ExperimentConfig:
+def parse_config(raw: Mapping[str, Any]) -> ExperimentConfig:
     """Validate a whole experiment config (a plain mapping, e.g. from OmegaConf.to_container).
 
     Checks every section, the method's own ``method_kwargs`` against its Config, and fills
@@ -382,7 +381,7 @@ def parse_config(raw: Mapping[str, Any], count_classes: bool = True) -> Experime
     if cfg.data.num_classes is None:
         if cfg.data.dataset in NUM_CLASSES:
             cfg.data.num_classes = NUM_CLASSES[cfg.data.dataset]
-        elif cfg.data.no_labels or not count_classes:
+        elif cfg.data.no_labels:
             cfg.data.num_classes = 1
         else:
             cfg.data.num_classes = _count_class_folders(cfg.data.train_path)

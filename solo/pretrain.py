@@ -34,14 +34,17 @@ def trainer_kwargs(cfg: ExperimentConfig) -> dict[str, Any]:
         warnings.warn("precision 16 (fp16 autocast) does not run on the CPU; using bf16-mixed",
                       stacklevel=2)
         kwargs["precision"] = "bf16-mixed"
+    count = kwargs.get("devices", "auto")
+    # one process: "auto" is one device on the CPU (on GPUs it means all of them)
+    single = cfg.num_nodes == 1 and (
+        count in (1, "1") or (on_cpu and count == "auto")
+        or (isinstance(count, (list, tuple)) and len(count) == 1))
     if on_cpu and kwargs.get("sync_batchnorm"):
         kwargs["sync_batchnorm"] = False  # torch's SyncBatchNorm runs on CUDA only
-        if kwargs.get("devices") not in (1, "1"):
+        if not single:
             warnings.warn("sync_batchnorm needs GPUs; each CPU process keeps its own statistics",
                           stacklevel=2)
-    count = kwargs.get("devices", "auto")
-    single = count in (1, "1") or (isinstance(count, (list, tuple)) and len(count) == 1)
-    if single and cfg.num_nodes == 1 and kwargs.get("strategy") in ("ddp", "ddp_spawn"):
+    if single and kwargs.get("strategy") in ("ddp", "ddp_spawn"):
         kwargs["strategy"] = "auto"  # one process: DDP would only add start-up time
     # our Checkpointer writes the checkpoints; Lightning's own would write a second copy
     kwargs.setdefault("enable_checkpointing", False)

@@ -100,3 +100,10 @@ def test_scaled_lr_is_linear_in_global_batch():
     assert scaled_lr(0.3, batch_size=128, world_size=2) == pytest.approx(0.3)
     assert scaled_lr(0.3, batch_size=256, world_size=4) == pytest.approx(1.2)
     assert scaled_lr(1.0, batch_size=64, world_size=1) == pytest.approx(0.25)
+
+
+def test_config_and_builder_list_the_same_optimizers():
+    from solo.config import OPTIMIZERS
+    from solo.utils.optim import _OPTIMIZERS
+
+    assert set(OPTIMIZERS) == set(_OPTIMIZERS)
