@@ -1,0 +1,316 @@
+"""The device pipeline (``data.pipeline: gpu``): images live on the training device and the views
+of a whole batch are made there at once (solo/data/batch_augment.py).
+
+- A dataset whose decoded images fit in ``data.resident_max_gb`` (CIFAR, STL-10, small image
+  folders) is decoded once into one uint8 tensor on the device; batches are drawn from it with a
+  permutation made on the device: no worker processes and no host-to-device copy per step.
+- A larger image folder is streamed: worker processes only read the files' bytes, and the JPEGs of
+  a batch are decoded on the device (``torchvision.io.decode_jpeg``), then cropped there.
+
+Batches follow the contract of solo/data/pipelines.py. The same code runs on the CPU, slower, so
+it is tested without a GPU. Each process reads its own share of every epoch (the permutation is
+seeded by the epoch and shared by all ranks), so no DistributedSampler is involved.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterator, Optional
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+from torchvision.transforms.v2.functional import pil_to_tensor
+
+from solo.config import ConfigError, ExperimentConfig
+from solo.data.augmentations import CIFAR_LIKE
+from solo.data.batch_augment import BatchMultiCrop
+from solo.data.batch_ops import resize_center_crop
+from solo.data.datasets import build_dataset
+from solo.data.pipelines import PIPELINES
+
+Batch = tuple[Tensor, ...]
+GIB = 1024**3
+
+
+# ----------------------------------------------------------------------------------------------
+# where the images come from
+# ----------------------------------------------------------------------------------------------
+class _Decoded(Dataset):
+    """(uint8 image (3, H, W), target) of every item, decoded by the data loader's workers."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        image, target = self.dataset[index]
+        return pil_to_tensor(image), int(target)
+
+
+def decode_all(dataset: Dataset, num_workers: int, device: torch.device,
+               key: str) -> tuple[Tensor, Tensor]:
+    """Every image of ``dataset`` as one uint8 tensor (N, 3, H, W) on ``device``, with its targets.
+
+    Decoding happens once, in parallel worker processes; all images must share one size."""
+    loader = DataLoader(_Decoded(dataset), batch_size=512, num_workers=num_workers,
+                        collate_fn=lambda items: items)
+    images: Optional[Tensor] = None
+    targets = torch.empty(len(dataset), dtype=torch.long)
+    position = 0
+    for items in loader:
+        for image, target in items:
+            if images is None:
+                images = torch.empty((len(dataset), *image.shape), dtype=torch.uint8)
+            if image.shape != images.shape[1:]:
+                raise ConfigError(
+                    f"{key}: data.pipeline 'gpu' keeps a dataset on the device as one tensor, so its "
+                    f"images must share one size; item {position} is {tuple(image.shape[1:])}, the "
+                    f"first was {tuple(images.shape[2:])}. Set data.resident_max_gb=0 to stream and "
+                    "decode JPEG batches on the device instead")
+            images[position] = image
+            targets[position] = target
+            position += 1
+    if images is None:
+        raise ConfigError(f"{key}: the dataset is empty")
+    return images.to(device), targets.to(device)
+
+
+def image_files(dataset: Dataset) -> list[tuple[str, int]]:
+    """(path, target) of every item of an image-folder dataset, through any Subset."""
+    if isinstance(dataset, Subset):
+        files = image_files(dataset.dataset)
+        return [files[i] for i in dataset.indices]
+    if hasattr(dataset, "samples"):  # torchvision's ImageFolder
+        return [(path, int(target)) for path, target in dataset.samples]
+    if hasattr(dataset, "files"):  # unlabelled images
+        return [(path, -1) for path in dataset.files]
+    raise ConfigError(f"data.format: {type(dataset).__name__} is not a folder of image files, so "
+                      "data.pipeline 'gpu' cannot stream it; raise data.resident_max_gb to keep it "
+                      "on the device, or use pipeline 'cpu'")
+
+
+def _is_jpeg(data: Tensor) -> bool:
+    return len(data) > 2 and int(data[0]) == 0xFF and int(data[1]) == 0xD8
+
+
+class _EncodedFiles(Dataset):
+    """(index, JPEG bytes or, for other formats, the image decoded here, target): the workers
+    only read files, the device decodes."""
+
+    def __init__(self, files: list[tuple[str, int]]) -> None:
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[int, Tensor, bool, int]:
+        path, target = self.files[index]
+        with open(path, "rb") as handle:
+            data = torch.frombuffer(bytearray(handle.read()), dtype=torch.uint8)
+        if _is_jpeg(data):
+            return index, data, True, target
+        return index, decode_image(data, mode=ImageReadMode.RGB), False, target
+
+
+def decode_on_device(encoded: list[Tensor], is_jpeg: list[bool], device: torch.device) -> list[Tensor]:
+    """uint8 (3, H, W) images on ``device``: JPEGs decoded there in one batched call."""
+    jpegs = [data for data, jpeg in zip(encoded, is_jpeg) if jpeg]
+    decoded = iter(decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=device) if jpegs else [])
+    return [next(decoded) if jpeg else data.to(device) for data, jpeg in zip(encoded, is_jpeg)]
+
+
+def pad_batch(images: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """Differently sized images zero-padded into one (B, 3, H_max, W_max) tensor, and their sizes."""
+    height = max(image.shape[1] for image in images)
+    width = max(image.shape[2] for image in images)
+    batch = images[0].new_zeros(len(images), 3, height, width)
+    for i, image in enumerate(images):
+        batch[i, :, : image.shape[1], : image.shape[2]] = image
+    sizes = torch.tensor([image.shape[1:] for image in images], device=batch.device)
+    return batch, sizes
+
+
+# ----------------------------------------------------------------------------------------------
+# iterables of batches (what the LightningDataModule hands to the trainer)
+# ----------------------------------------------------------------------------------------------
+def epoch_order(num_items: int, shuffle: bool, drop_last: bool, seed: int, epoch: int, rank: int,
+                world_size: int, device: torch.device) -> Tensor:
+    """This process's item positions for one epoch: one permutation shared by all processes
+    (seeded by the epoch), split by rank; without drop_last padded by wrapping around so every
+    process gets as many items (as DistributedSampler does)."""
+    if shuffle:
+        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        order = torch.randperm(num_items, generator=generator)
+    else:
+        order = torch.arange(num_items)
+    if drop_last:
+        order = order[: num_items - num_items % world_size]
+    else:
+        total = math.ceil(num_items / world_size) * world_size
+        order = torch.cat([order, order[: total - num_items]]) if total > num_items else order
+    return order[rank::world_size].to(device)  # one small copy per epoch
+
+
+class ResidentBatches:
+    """Batches drawn from a split held on the device; ``make_batch`` turns positions into a batch."""
+
+    def __init__(self, num_items: int, make_batch: Callable[[Tensor], Batch], batch_size: int,
+                 train: bool, seed: int, epoch: Callable[[], int], rank: int, world_size: int,
+                 device: torch.device) -> None:
+        self.num_items, self.make_batch, self.batch_size = num_items, make_batch, batch_size
+        self.train, self.seed, self.epoch = train, seed, epoch
+        self.rank, self.world_size, self.device = rank, world_size, device
+
+    def __len__(self) -> int:
+        per_rank = (self.num_items // self.world_size if self.train
+                    else math.ceil(self.num_items / self.world_size))
+        return per_rank // self.batch_size if self.train else math.ceil(per_rank / self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        order = epoch_order(self.num_items, self.train, self.train, self.seed, self.epoch(),
+                            self.rank, self.world_size, self.device)
+        for step in range(len(self)):
+            yield self.make_batch(order[step * self.batch_size: (step + 1) * self.batch_size])
+
+
+class StreamedBatches:
+    """Batches of image files read by worker processes and decoded on the device."""
+
+    def __init__(self, files: list[tuple[str, int]], make_batch: Callable[[Tensor, Tensor, Optional[Tensor], Tensor], Batch],
+                 batch_size: int, train: bool, seed: int, epoch: Callable[[], int], rank: int,
+                 world_size: int, num_workers: int, device: torch.device) -> None:
+        self.dataset = _EncodedFiles(files)
+        self.make_batch, self.batch_size, self.train = make_batch, batch_size, train
+        self.seed, self.epoch, self.rank, self.world_size = seed, epoch, rank, world_size
+        self.num_workers, self.device = num_workers, device
+
+    def __len__(self) -> int:
+        return len(ResidentBatches(len(self.dataset), self.make_batch, self.batch_size, self.train,
+                                   self.seed, self.epoch, self.rank, self.world_size, self.device))
+
+    def __iter__(self) -> Iterator[Batch]:
+        order = epoch_order(len(self.dataset), self.train, self.train, self.seed, self.epoch(),
+                            self.rank, self.world_size, torch.device("cpu")).tolist()
+        batches = [order[i: i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        batches = batches[: len(self)]
+        loader = DataLoader(self.dataset, batch_sampler=batches, num_workers=self.num_workers,
+                            collate_fn=lambda items: list(zip(*items)),
+                            pin_memory=self.device.type == "cuda")
+        for indexes, encoded, is_jpeg, targets in loader:
+            images, sizes = pad_batch(decode_on_device(list(encoded), list(is_jpeg), self.device))
+            yield self.make_batch(torch.tensor(indexes, device=self.device), images, sizes,
+                                  torch.tensor(targets, device=self.device))
+
+
+# ----------------------------------------------------------------------------------------------
+# the data module
+# ----------------------------------------------------------------------------------------------
+@PIPELINES.register("gpu")
+class GPUPipeline(LightningDataModule):
+    """Views made on the training device in batches; see the module docstring."""
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        super().__init__()
+        if cfg.data.format != "image_folder" and cfg.data.format != "h5":
+            raise ConfigError(f"data.format: pipeline 'gpu' reads 'image_folder' or 'h5', "
+                              f"not '{cfg.data.format}'")
+        self.cfg = cfg
+        self.multicrop = BatchMultiCrop(cfg.augmentations)
+        first = cfg.augmentations[0]
+        self.val_crop = first.crop_size
+        self.mean = torch.tensor(first.normalization[0]).view(1, 3, 1, 1)
+        self.std = torch.tensor(first.normalization[1]).view(1, 3, 1, 1)
+        self._splits: dict[str, tuple[Tensor, Tensor] | list[tuple[str, int]]] = {}
+        self.generator: Optional[torch.Generator] = None
+
+    # -- the process's place -------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+
+    def _place(self) -> dict:
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        epoch = (lambda: trainer.current_epoch) if trainer is not None else (lambda: 0)
+        return {"seed": self.cfg.seed, "epoch": epoch, "rank": rank, "world_size": world,
+                "device": self.device}
+
+    def _augment_generator(self) -> torch.Generator:
+        if self.generator is None or self.generator.device != self.device:
+            rank = self.trainer.global_rank if self.trainer is not None else 0
+            self.generator = torch.Generator(self.device).manual_seed(self.cfg.seed * 1009 + rank)
+        return self.generator
+
+    # -- reading a split once --------------------------------------------------------------------
+    def _split(self, split: str) -> tuple[Tensor, Tensor] | list[tuple[str, int]]:
+        """A split kept on the device (images, targets), or its files when it is streamed."""
+        if split not in self._splits:
+            data = self.cfg.data
+            dataset = build_dataset(data, "train" if split == "bank" else split, None, indexed=False)
+            key = "data.val_path" if split == "val" else "data.train_path"
+            if self._resident(dataset):
+                self._splits[split] = decode_all(dataset, data.num_workers, self.device, key)
+            else:
+                self._splits[split] = image_files(dataset)
+            if split == "train" and "bank" not in self._splits:
+                self._splits["bank"] = self._splits["train"]  # the kNN bank is the same images
+        return self._splits[split]
+
+    def _resident(self, dataset: Dataset) -> bool:
+        if self.cfg.data.resident_max_gb <= 0:
+            return False
+        first, _ = dataset[0]
+        width, height = first.size
+        return len(dataset) * 3 * width * height <= self.cfg.data.resident_max_gb * GIB
+
+    # -- batches -----------------------------------------------------------------------------------
+    def _train_batch(self, indexes: Tensor, images: Tensor, sizes: Optional[Tensor],
+                     targets: Tensor) -> Batch:
+        return indexes, self.multicrop(images, sizes, self._augment_generator()), targets
+
+    def _val_images(self, images: Tensor, sizes: Optional[Tensor]) -> Tensor:
+        if self.cfg.data.dataset in CIFAR_LIKE:  # resized to the crop, as build_val_transform
+            resize = lambda x: resize_center_crop(x, (self.val_crop, self.val_crop), self.val_crop)  # noqa: E731
+        else:
+            resize = lambda x: resize_center_crop(x, round(self.val_crop * 256 / 224), self.val_crop)  # noqa: E731
+        if sizes is None:
+            views = resize(images)
+        else:  # images of different sizes: one at a time
+            views = torch.cat([resize(image[None, :, : int(h), : int(w)])
+                               for image, (h, w) in zip(images, sizes.tolist())])
+        views = (views / 255).clamp(0, 1)
+        return (views - self.mean.to(views.device)) / self.std.to(views.device)
+
+    def _val_batch(self, indexes: Tensor, images: Tensor, sizes: Optional[Tensor],
+                   targets: Tensor) -> Batch:
+        return self._val_images(images, sizes), targets
+
+    def _batches(self, split: str, make: Callable[..., Batch], train: bool):
+        source = self._split(split)
+        size = self.cfg.optimizer.batch_size
+        if isinstance(source, list):
+            return StreamedBatches(source, make, size, train, num_workers=self.cfg.data.num_workers,
+                                   **self._place())
+        images, targets = source
+
+        def from_positions(positions: Tensor) -> Batch:
+            return make(positions, images[positions], None, targets[positions])
+
+        return ResidentBatches(len(images), from_positions, size, train, **self._place())
+
+    def train_dataloader(self):
+        return self._batches("train", self._train_batch, train=True)
+
+    def val_dataloader(self):
+        if not self.cfg.data.val_path or self.cfg.no_validation:
+            return []
+        loaders = [self._batches("val", self._val_batch, train=False)]
+        if self.cfg.knn_eval.enabled:
+            loaders.append(self._batches("bank", self._val_batch, train=False))
+        return loaders
+

@@ -1,0 +1,108 @@
+"""The device pipeline on the CPU, with real CIFAR-10 images: the batch contract, resident and
+streamed sources, the epoch order across ranks, validation views equal to the CPU pipeline's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from solo.config import ConfigError
+from solo.data import build_pipeline
+from solo.data.augmentations import build_val_transform
+from solo.data.datasets import build_dataset
+from solo.data.gpu_pipeline import GPUPipeline, epoch_order
+from tests.helpers import shipped_config
+
+BATCH = 16
+
+
+def pipeline_config(cifar_mini: Path, *extra: str):
+    return shipped_config("byol", cifar_mini, ["++data.pipeline=gpu", "++data.fraction=0.05",
+                                               "++knn_eval.enabled=True", *extra])
+
+
+def test_epoch_order_is_shared_split_and_reseeded_each_epoch() -> None:
+    cpu = torch.device("cpu")
+    shards = [epoch_order(103, True, True, 5, 0, rank, 4, cpu) for rank in range(4)]
+    together = torch.cat(shards)
+    assert len(together) == 100 and len(set(together.tolist())) == 100  # disjoint, 103 % 4 dropped
+    again = torch.cat([epoch_order(103, True, True, 5, 0, rank, 4, cpu) for rank in range(4)])
+    assert torch.equal(together, again)  # every process computes the same permutation
+    assert not torch.equal(shards[0], epoch_order(103, True, True, 5, 1, 0, 4, cpu))  # next epoch
+    # validation: every item once, padded by wrapping so that all ranks get as many
+    padded = [epoch_order(10, False, False, 5, 0, rank, 4, cpu) for rank in range(4)]
+    assert [len(p) for p in padded] == [3] * 4
+    assert set(torch.cat(padded).tolist()) == set(range(10))
+
+
+@pytest.mark.parametrize("resident_max_gb", [16.0, 0.0], ids=["resident", "streamed"])
+def test_training_batches_follow_the_contract(cifar_mini: Path, resident_max_gb: float) -> None:
+    cfg = pipeline_config(cifar_mini, f"++data.resident_max_gb={resident_max_gb}")
+    pipeline = build_pipeline(cfg)
+    assert isinstance(pipeline, GPUPipeline)
+    loader = pipeline.train_dataloader()
+    dataset_targets = build_dataset(cfg.data, "train", None, indexed=False)
+    num_items = len(dataset_targets)  # 5% of 2000
+    assert len(loader) == num_items // BATCH
+    seen = []
+    for indexes, views, targets in loader:
+        assert indexes.dtype == torch.int64 and indexes.shape == (BATCH,)
+        assert [tuple(v.shape) for v in views] == [(BATCH, 3, 32, 32)] * 2
+        assert all(v.dtype == torch.float32 for v in views)
+        expected = torch.tensor([dataset_targets[int(i)][1] for i in indexes])
+        assert torch.equal(targets, expected)  # each index names its image and label
+        assert not torch.equal(views[0], views[1])  # two views drawn apart
+        seen.extend(indexes.tolist())
+    assert len(seen) == len(set(seen)) == len(loader) * BATCH
+
+
+def test_streamed_and_resident_validation_views_equal_the_cpu_transform(cifar_mini: Path) -> None:
+    resident = build_pipeline(pipeline_config(cifar_mini))
+    streamed = build_pipeline(pipeline_config(cifar_mini, "++data.resident_max_gb=0"))
+    (val_resident, bank_resident), (val_streamed, _) = (resident.val_dataloader(),
+                                                          streamed.val_dataloader())
+    images_r, targets_r = next(iter(val_resident))
+    images_s, targets_s = next(iter(val_streamed))
+    assert torch.equal(targets_r, targets_s)
+    torch.testing.assert_close(images_r, images_s, atol=0.05, rtol=0)  # two JPEG decoders
+
+    cfg = resident.cfg
+    first = cfg.augmentations[0]
+    transform = build_val_transform(first.crop_size, *first.normalization, cfg.data.dataset)
+    reference = build_dataset(cfg.data, "val", transform)
+    expected = torch.stack([reference[i][0] for i in range(len(images_r))])
+    torch.testing.assert_close(images_r, expected, atol=1e-4, rtol=0)
+    # the kNN bank: the training images in order, with the validation view
+    train_set = build_dataset(cfg.data, "train", transform, indexed=False)
+    assert len(bank_resident) == -(-len(train_set) // BATCH)
+    bank_images, bank_targets = next(iter(bank_resident))
+    torch.testing.assert_close(bank_images[0], train_set[0][0], atol=1e-4, rtol=0)
+    assert bank_targets.tolist() == [train_set[i][1] for i in range(BATCH)]
+
+
+def test_mixed_image_sizes_are_streamed_or_named(tmp_path: Path, cifar_mini: Path) -> None:
+    for label, size in (("a", (40, 30)), ("b", (32, 32))):
+        folder = tmp_path / "train" / label
+        folder.mkdir(parents=True)
+        for i in range(8):
+            Image.new("RGB", size, (i * 30, 100, 50)).save(folder / f"{i}.jpg")
+    overrides = [f"++data.train_path={tmp_path / 'train'}", "++data.val_path=null",
+                 "++data.dataset=custom", "++data.fraction=-1", "++optimizer.batch_size=4"]
+    resident = build_pipeline(pipeline_config(cifar_mini, *overrides))
+    with pytest.raises(ConfigError, match="resident_max_gb=0"):
+        next(iter(resident.train_dataloader()))
+    streamed = build_pipeline(pipeline_config(cifar_mini, *overrides, "++data.resident_max_gb=0"))
+    indexes, views, targets = next(iter(streamed.train_dataloader()))
+    assert [tuple(v.shape) for v in views] == [(4, 3, 32, 32)] * 2 and torch.isfinite(views[0]).all()
+
+
+def test_the_pipeline_trains_a_method(cifar_mini: Path) -> None:
+    from tests.methods.test_training_options import train
+
+    cfg = pipeline_config(cifar_mini, "++knn_eval.enabled=False")
+    model, trainer, _ = train(cfg, epochs=1)
+    assert trainer.global_step == 1
+    assert torch.isfinite(trainer.callback_metrics["train_loss"])
