@@ -2,10 +2,11 @@ from setuptools import find_packages, setup
 
 EXTRAS = {
     "dali": ["nvidia-dali-cuda130"],
-    "umap": ["umap-learn>=0.5", "matplotlib", "seaborn", "pandas"],
+    "umap": ["umap-learn>=0.5", "matplotlib>=3.7"],
     "h5": ["h5py>=3.8"],
     "wandb": ["wandb>=0.16"],
-    "dev": ["pytest>=7.4", "h5py>=3.8"],
+    # CI tests every optional path: DALI runs its pipelines on the CPU where there is no GPU
+    "dev": ["pytest>=7.4", "h5py>=3.8", "nvidia-dali-cuda130", "umap-learn>=0.5", "matplotlib>=3.7"],
 }
 
 setup(
@@ -15,7 +16,7 @@ setup(
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["solo", "solo.*"]),
-    package_data={"solo": ["data/*.txt"]},
+    package_data={"solo": ["data/*.txt", "zoo/manifest.json"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.3",

@@ -46,7 +46,12 @@ class DataConfig:
     num_workers: int = 4
     no_labels: bool = False  # custom datasets whose images are not in class folders
     fraction: float = -1.0  # use this fraction of the training set; -1 uses all of it
-    pipeline: str = "cpu"  # where the views are made: a name in solo.data.PIPELINES
+    # where the views are made: a name in solo.data.PIPELINES, or "auto": "gpu" when training
+    # runs on a GPU, "cpu" otherwise, "dali" for format 'dali'
+    pipeline: str = "auto"
+    # pipeline "gpu": a dataset whose decoded images take at most this many GiB is kept on the
+    # device; a larger one is streamed, its JPEGs decoded on the device batch by batch
+    resident_max_gb: float = 16.0
     num_classes: Optional[int] = None  # derived from the dataset when not set
 
     def __post_init__(self) -> None:
@@ -55,6 +60,7 @@ class DataConfig:
         check(self.format in FORMATS, "format", f"'{self.format}' is not one of {FORMATS}"
               + did_you_mean(self.format, FORMATS))
         check(self.num_workers >= 0, "num_workers", f"must be >= 0, got {self.num_workers}")
+        check(self.resident_max_gb >= 0, "resident_max_gb", f"must be >= 0, got {self.resident_max_gb}")
         check(self.fraction == -1 or 0 < self.fraction <= 1, "fraction",
               f"must be in (0, 1] or -1 for all, got {self.fraction}")
         check(self.num_classes is None or self.num_classes >= 1, "num_classes",
@@ -256,22 +262,46 @@ class WandbConfig:
     offline: bool = False
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 @dataclass
 class PerformanceConfig:
+    """Speed settings; none changes what is computed beyond floating-point rounding."""
+
     disable_channel_last: bool = False
+    # "16"/"16-mixed" runs as bf16-mixed where the device has bfloat16: fp16's loss scaling reads
+    # an overflow flag back to the host after every step, which stalls the GPU queue
+    bf16: bool = True
+    compile: bool = False  # torch.compile the backbones (state-dict keys unchanged)
+    compile_mode: str = "default"  # "reduce-overhead" replays the compiled step as CUDA graphs
+    compile_backend: str = "inductor"  # torch.compile's backend; modes apply to inductor only
+    # the progress bar reads the logged values back from the device each time it is redrawn
+    progress_bar_refresh_rate: int = 20
+
+    def __post_init__(self) -> None:
+        check(self.compile_mode in COMPILE_MODES, "compile_mode",
+              f"'{self.compile_mode}' is not one of {COMPILE_MODES}"
+              + did_you_mean(self.compile_mode, COMPILE_MODES))
+        check(self.progress_bar_refresh_rate >= 1, "progress_bar_refresh_rate",
+              f"must be >= 1, got {self.progress_bar_refresh_rate}")
 
 
 @dataclass
 class DaliConfig:
     """Accepted for solo-learn compatibility; the DALI pipeline reads it."""
 
-    device: str = "gpu"
-    encode_indexes_into_labels: bool = False
+    device: str = "gpu"  # where DALI decodes and augments; the CPU when training has no GPU
+    encode_indexes_into_labels: bool = False  # solo's DALI reader always labels files by index
+
+    def __post_init__(self) -> None:
+        check(self.device in ("gpu", "cpu"), "device", f"must be 'gpu' or 'cpu', got '{self.device}'")
 
 
 @dataclass
 class AutoUmapConfig:
-    """Accepted for solo-learn compatibility."""
+    """A UMAP of the validation features every ``frequency`` epochs into ``dir/<method>/<run id>/``
+    (the ``umap`` extra)."""
 
     enabled: bool = False
     dir: str = "auto_umap"

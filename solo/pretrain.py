@@ -10,10 +10,12 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 from solo.config import ConfigError, ExperimentConfig
 from solo.data import build_pipeline
+from solo.eval.umap import build_auto_umap
 from solo.methods import METHODS
 from solo.utils.checkpoint import Checkpointer, new_run_id
 from solo.utils.resume import find_resume_point, run_id_of
@@ -30,10 +32,14 @@ def trainer_kwargs(cfg: ExperimentConfig) -> dict[str, Any]:
     devices = kwargs.get("devices", "auto")
     if on_cpu and isinstance(devices, (list, tuple)):
         kwargs["devices"] = len(devices)  # GPU ids mean nothing on the CPU; keep the count
-    if on_cpu and str(kwargs.get("precision")) in ("16", "16-mixed"):
-        warnings.warn("precision 16 (fp16 autocast) does not run on the CPU; using bf16-mixed",
-                      stacklevel=2)
-        kwargs["precision"] = "bf16-mixed"
+    if str(kwargs.get("precision")) in ("16", "16-mixed"):
+        if on_cpu and not cfg.performance.bf16:
+            warnings.warn("precision 16 (fp16 autocast) does not run on the CPU; using bf16-mixed",
+                          stacklevel=2)
+        if on_cpu or (cfg.performance.bf16 and torch.cuda.is_bf16_supported()):
+            kwargs["precision"] = "bf16-mixed"  # same autocast, no loss scaling (see PerformanceConfig)
+    if not on_cpu:
+        kwargs.setdefault("benchmark", True)  # cuDNN picks its fastest kernels for the fixed shapes
     count = kwargs.get("devices", "auto")
     # one process: "auto" is one device on the CPU (on GPUs it means all of them)
     single = cfg.num_nodes == 1 and (
@@ -114,6 +120,10 @@ def pretrain(cfg: ExperimentConfig) -> PretrainResult:
         callbacks.append(Checkpointer(run_dir, cfg.name, run_id, {"cfg": cfg.to_dict()},
                                       cfg.checkpoint.frequency, cfg.checkpoint.keep_prev,
                                       resumed_from=resume_from))
+    if cfg.auto_umap.enabled:
+        callbacks.append(build_auto_umap(cfg, run_id))
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(TQDMProgressBar(refresh_rate=cfg.performance.progress_bar_refresh_rate))
     trainer = pl.Trainer(logger=build_loggers(cfg, run_dir, run_id), callbacks=callbacks,
                          **trainer_kwargs(cfg))
     datamodule = build_pipeline(cfg)  # reads no data yet, but rejects an unknown pipeline

@@ -75,16 +75,19 @@ def augmentation_throughput(cfg: ExperimentConfig, num_images: int, batch_size: 
         pass
     workers = count / (time.perf_counter() - start)
 
-    torch.set_num_threads(cores)
     tensors = torch.stack([pil_to_tensor(image) for image in pil_images])
     batched = BatchMultiCrop(cfg.augmentations)
-    batched(tensors[:batch_size])  # warm-up
-    start = time.perf_counter()
-    for _ in range(repeats):
-        for first in range(0, count - batch_size + 1, batch_size):
-            batched(tensors[first: first + batch_size])
-    done = repeats * (count // batch_size) * batch_size
-    fast = done / (time.perf_counter() - start)
+
+    def batched_rate(threads: int) -> float:
+        torch.set_num_threads(threads)
+        batched(tensors[:batch_size])  # warm-up
+        start = time.perf_counter()
+        for _ in range(repeats):
+            for first in range(0, count - batch_size + 1, batch_size):
+                batched(tensors[first: first + batch_size])
+        return repeats * (count // batch_size) * batch_size / (time.perf_counter() - start)
+
+    one_thread, fast = batched_rate(1), batched_rate(cores)
 
     size = "x".join(str(s) for s in tensors.shape[-2:])
     print(f"\naugmentation throughput, {views} views per {size} image, {cores} CPU cores, "
@@ -92,6 +95,7 @@ def augmentation_throughput(cfg: ExperimentConfig, num_images: int, batch_size: 
     print(f"{'path':<44}{'images/s':>10}{'vs per-image':>14}")
     for name, rate in (("per-image transforms, 1 process", single),
                        (f"per-image transforms, {cores} worker processes", workers),
+                       (f"batched ({batch_size} images), 1 thread", one_thread),
                        (f"batched ({batch_size} images), {cores} threads", fast)):
         print(f"{name:<44}{rate:>10.0f}{rate / single:>13.1f}x")
     print(f"batched vs per-image with {cores} workers: {fast / workers:.1f}x")

@@ -10,6 +10,7 @@ the same name gives for one image (the tests check it).
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -60,16 +61,23 @@ def resample_matrix(start: Tensor, scale: Tensor, valid_start: Tensor, valid_end
 
 
 def resized_crop(images: Tensor, top: Tensor, left: Tensor, height: Tensor, width: Tensor,
-                 size: int, interpolation: str = "bicubic") -> Tensor:
+                 size: int, interpolation: str = "bicubic", flip: Optional[Tensor] = None,
+                 value_scale: float = 1.0) -> Tensor:
     """Crop box (top, left, height, width) of each image, resized to (size, size).
 
     ``images`` (B, C, H, W), any float or uint8 dtype; boxes are (B,) integer tensors inside each
     image. Matches ``torchvision.transforms.v2.functional.resized_crop(..., antialias=True)``; the
-    result is not clamped (bicubic overshoots a little), the caller clamps.
+    result is not clamped (bicubic overshoots a little), the caller clamps. Folded into the
+    resampling weights at no cost: a horizontal flip of the images where ``flip`` (B,) is true,
+    and a factor ``value_scale`` on every value (1/255 turns 8-bit levels into [0, 1]).
     """
     _, _, in_h, in_w = images.shape
     rows = resample_matrix(top, height / size, top, top + height, in_h, size, interpolation)
     cols = resample_matrix(left, width / size, left, left + width, in_w, size, interpolation)
+    if value_scale != 1.0:
+        rows = rows * value_scale
+    if flip is not None:  # output column j takes the weights of column size - 1 - j
+        cols = torch.where(flip.view(-1, 1, 1), cols.flip(1), cols)
     return _resample(images, rows, cols)
 
 
@@ -122,8 +130,7 @@ def grayscale(images: Tensor) -> Tensor:
 
 def blend(images: Tensor, other: Tensor, factor: Tensor) -> Tensor:
     """factor * images + (1 - factor) * other, clamped to [0, 1]; factor 1 returns the images."""
-    factor = _per_image(factor)
-    return (factor * images + (1 - factor) * other).clamp(0, 1)
+    return torch.lerp(other, images, _per_image(factor)).clamp_(0, 1)  # one fused pass
 
 
 def adjust_brightness(images: Tensor, factor: Tensor) -> Tensor:
@@ -153,20 +160,20 @@ def rgb_to_hsv(images: Tensor) -> Tensor:
     return torch.stack([hue, saturation, value], 1)
 
 
-def _hsv_channels(hue: Tensor, chroma: Tensor, value: Tensor) -> Tensor:
-    # channel n (5: red, 3: green, 1: blue) = V - C * clamp(min(k, 4 - k), 0, 1),
-    # k = (n + 6 H) mod 6: the sector formula without branching on the sector
+def _hsv_channels(sixths: Tensor, chroma: Tensor, value: Tensor) -> Tensor:
+    # channel n (5: red, 3: green, 1: blue) = V - C * clamp(min(k, 4 - k), 0, 1), where
+    # k = (n + hue in sixths of the wheel) mod 6: the sector formula without branching on sectors
     channels = []
     for n in (5.0, 3.0, 1.0):
-        k = torch.remainder(hue * 6 + n, 6.0)
-        channels.append(value - chroma * torch.minimum(k, 4 - k).clamp(0, 1))
+        k = torch.remainder(sixths + n, 6.0)
+        channels.append(value - chroma * torch.minimum(k, 4 - k).clamp_(0, 1))
     return torch.stack(channels, 1)
 
 
 def hsv_to_rgb(images: Tensor) -> Tensor:
     """(B, 3, H, W) HSV in [0, 1] -> RGB in [0, 1]."""
     hue, saturation, value = images.unbind(1)
-    return _hsv_channels(hue, saturation * value, value)
+    return _hsv_channels(hue * 6, saturation * value, value)
 
 
 def adjust_hue(images: Tensor, factor: Tensor) -> Tensor:
@@ -174,11 +181,12 @@ def adjust_hue(images: Tensor, factor: Tensor) -> Tensor:
     r, g, b = images.unbind(1)
     value = torch.maximum(torch.maximum(r, g), b)
     chroma = value - torch.minimum(torch.minimum(r, g), b)  # = saturation * value
-    safe = torch.where(chroma > 0, chroma, torch.ones_like(chroma))
-    hue = torch.where(value == r, (g - b) / safe,
-                      torch.where(value == g, 2 + (b - r) / safe, 4 + (r - g) / safe)) / 6
-    # grays (chroma 0) come back unchanged whatever their hue
-    return _hsv_channels(hue + factor.view(-1, 1, 1), chroma, value)
+    # the hue in sixths of the wheel, from the largest channel (red wins ties, then green); grays
+    # (chroma 0) get 0 and come back unchanged whatever their hue
+    sixths = torch.where(value == r, g - b,
+                         torch.where(value == g, (b - r) + 2 * chroma, (r - g) + 4 * chroma))
+    sixths = sixths / torch.where(chroma > 0, chroma, torch.ones_like(chroma))
+    return _hsv_channels(sixths + 6 * factor.view(-1, 1, 1), chroma, value)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -169,11 +169,12 @@ class IndexedDataset(Dataset):
 
 
 def check_format(data: DataConfig) -> None:
-    """Fail early for formats that this release cannot read."""
-    if data.format == "dali":
-        raise NotImplementedError(
-            "data.format: 'dali' is not available yet; NVIDIA DALI support comes with the `dali` "
-            "extra in a later release. Use format 'image_folder' or 'h5' (pipeline 'cpu').")
+    """Fail early for a format that the chosen pipeline cannot read."""
+    if data.format == "dali" and data.pipeline not in ("auto", "cpu", "dali"):
+        # format 'dali' turns the default ("auto", or solo-learn's implied "cpu") into DALI
+        raise ConfigError(f"data.format: 'dali' is read by the DALI pipeline, not by pipeline "
+                          f"'{data.pipeline}'; leave data.pipeline at its default (or set 'dali'), "
+                          f"or use format 'image_folder' with pipeline '{data.pipeline}'")
 
 
 def build_dataset(data: DataConfig, split: str, transform: Optional[Transform],

@@ -20,119 +20,18 @@ from typing import Callable, Iterator, Optional
 import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Subset
-from torchvision.io import ImageReadMode, decode_image, decode_jpeg
-from torchvision.transforms.v2.functional import pil_to_tensor
+from torch.utils.data import DataLoader, Dataset
 
 from solo.config import ConfigError, ExperimentConfig
 from solo.data.augmentations import CIFAR_LIKE
 from solo.data.batch_augment import BatchMultiCrop
 from solo.data.batch_ops import resize_center_crop
 from solo.data.datasets import build_dataset
+from solo.data.device_images import EncodedFiles, decode_all, decode_on_device, image_files, pad_batch
 from solo.data.pipelines import PIPELINES
 
 Batch = tuple[Tensor, ...]
 GIB = 1024**3
-
-
-# ----------------------------------------------------------------------------------------------
-# where the images come from
-# ----------------------------------------------------------------------------------------------
-class _Decoded(Dataset):
-    """(uint8 image (3, H, W), target) of every item, decoded by the data loader's workers."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        image, target = self.dataset[index]
-        return pil_to_tensor(image), int(target)
-
-
-def decode_all(dataset: Dataset, num_workers: int, device: torch.device,
-               key: str) -> tuple[Tensor, Tensor]:
-    """Every image of ``dataset`` as one uint8 tensor (N, 3, H, W) on ``device``, with its targets.
-
-    Decoding happens once, in parallel worker processes; all images must share one size."""
-    loader = DataLoader(_Decoded(dataset), batch_size=512, num_workers=num_workers,
-                        collate_fn=lambda items: items)
-    images: Optional[Tensor] = None
-    targets = torch.empty(len(dataset), dtype=torch.long)
-    position = 0
-    for items in loader:
-        for image, target in items:
-            if images is None:
-                images = torch.empty((len(dataset), *image.shape), dtype=torch.uint8)
-            if image.shape != images.shape[1:]:
-                raise ConfigError(
-                    f"{key}: data.pipeline 'gpu' keeps a dataset on the device as one tensor, so its "
-                    f"images must share one size; item {position} is {tuple(image.shape[1:])}, the "
-                    f"first was {tuple(images.shape[2:])}. Set data.resident_max_gb=0 to stream and "
-                    "decode JPEG batches on the device instead")
-            images[position] = image
-            targets[position] = target
-            position += 1
-    if images is None:
-        raise ConfigError(f"{key}: the dataset is empty")
-    return images.to(device), targets.to(device)
-
-
-def image_files(dataset: Dataset) -> list[tuple[str, int]]:
-    """(path, target) of every item of an image-folder dataset, through any Subset."""
-    if isinstance(dataset, Subset):
-        files = image_files(dataset.dataset)
-        return [files[i] for i in dataset.indices]
-    if hasattr(dataset, "samples"):  # torchvision's ImageFolder
-        return [(path, int(target)) for path, target in dataset.samples]
-    if hasattr(dataset, "files"):  # unlabelled images
-        return [(path, -1) for path in dataset.files]
-    raise ConfigError(f"data.format: {type(dataset).__name__} is not a folder of image files, so "
-                      "data.pipeline 'gpu' cannot stream it; raise data.resident_max_gb to keep it "
-                      "on the device, or use pipeline 'cpu'")
-
-
-def _is_jpeg(data: Tensor) -> bool:
-    return len(data) > 2 and int(data[0]) == 0xFF and int(data[1]) == 0xD8
-
-
-class _EncodedFiles(Dataset):
-    """(index, JPEG bytes or, for other formats, the image decoded here, target): the workers
-    only read files, the device decodes."""
-
-    def __init__(self, files: list[tuple[str, int]]) -> None:
-        self.files = files
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int) -> tuple[int, Tensor, bool, int]:
-        path, target = self.files[index]
-        with open(path, "rb") as handle:
-            data = torch.frombuffer(bytearray(handle.read()), dtype=torch.uint8)
-        if _is_jpeg(data):
-            return index, data, True, target
-        return index, decode_image(data, mode=ImageReadMode.RGB), False, target
-
-
-def decode_on_device(encoded: list[Tensor], is_jpeg: list[bool], device: torch.device) -> list[Tensor]:
-    """uint8 (3, H, W) images on ``device``: JPEGs decoded there in one batched call."""
-    jpegs = [data for data, jpeg in zip(encoded, is_jpeg) if jpeg]
-    decoded = iter(decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=device) if jpegs else [])
-    return [next(decoded) if jpeg else data.to(device) for data, jpeg in zip(encoded, is_jpeg)]
-
-
-def pad_batch(images: list[Tensor]) -> tuple[Tensor, Tensor]:
-    """Differently sized images zero-padded into one (B, 3, H_max, W_max) tensor, and their sizes."""
-    height = max(image.shape[1] for image in images)
-    width = max(image.shape[2] for image in images)
-    batch = images[0].new_zeros(len(images), 3, height, width)
-    for i, image in enumerate(images):
-        batch[i, :, : image.shape[1], : image.shape[2]] = image
-    sizes = torch.tensor([image.shape[1:] for image in images], device=batch.device)
-    return batch, sizes
 
 
 # ----------------------------------------------------------------------------------------------
@@ -181,10 +80,10 @@ class ResidentBatches:
 class StreamedBatches:
     """Batches of image files read by worker processes and decoded on the device."""
 
-    def __init__(self, files: list[tuple[str, int]], make_batch: Callable[[Tensor, Tensor, Optional[Tensor], Tensor], Batch],
+    def __init__(self, files: list[tuple[str, int]], make_batch: Callable[..., Batch],
                  batch_size: int, train: bool, seed: int, epoch: Callable[[], int], rank: int,
                  world_size: int, num_workers: int, device: torch.device) -> None:
-        self.dataset = _EncodedFiles(files)
+        self.dataset = EncodedFiles(files)
         self.make_batch, self.batch_size, self.train = make_batch, batch_size, train
         self.seed, self.epoch, self.rank, self.world_size = seed, epoch, rank, world_size
         self.num_workers, self.device = num_workers, device
@@ -249,16 +148,15 @@ class GPUPipeline(LightningDataModule):
     # -- reading a split once --------------------------------------------------------------------
     def _split(self, split: str) -> tuple[Tensor, Tensor] | list[tuple[str, int]]:
         """A split kept on the device (images, targets), or its files when it is streamed."""
+        split = "train" if split == "bank" else split  # the kNN bank is the training images
         if split not in self._splits:
             data = self.cfg.data
-            dataset = build_dataset(data, "train" if split == "bank" else split, None, indexed=False)
+            dataset = build_dataset(data, split, None, indexed=False)
             key = "data.val_path" if split == "val" else "data.train_path"
             if self._resident(dataset):
                 self._splits[split] = decode_all(dataset, data.num_workers, self.device, key)
             else:
                 self._splits[split] = image_files(dataset)
-            if split == "train" and "bank" not in self._splits:
-                self._splits["bank"] = self._splits["train"]  # the kNN bank is the same images
         return self._splits[split]
 
     def _resident(self, dataset: Dataset) -> bool:
@@ -284,7 +182,9 @@ class GPUPipeline(LightningDataModule):
             views = torch.cat([resize(image[None, :, : int(h), : int(w)])
                                for image, (h, w) in zip(images, sizes.tolist())])
         views = (views / 255).clamp(0, 1)
-        return (views - self.mean.to(views.device)) / self.std.to(views.device)
+        if self.mean.device != views.device:  # moved once, not at every batch
+            self.mean, self.std = self.mean.to(views.device), self.std.to(views.device)
+        return (views - self.mean) / self.std
 
     def _val_batch(self, indexes: Tensor, images: Tensor, sizes: Optional[Tensor],
                    targets: Tensor) -> Batch:

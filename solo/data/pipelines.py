@@ -69,11 +69,24 @@ class CPUPipeline(LightningDataModule):
         return loaders
 
 
+def resolve_pipeline(cfg: ExperimentConfig) -> str:
+    """``data.pipeline``, with "auto" made concrete: DALI for format 'dali'; the device pipeline
+    when training runs on a GPU; the CPU pipeline otherwise."""
+    name = cfg.data.pipeline
+    if cfg.data.format == "dali" and name in ("auto", "cpu"):
+        return "dali"  # format 'dali' with a default pipeline: NVIDIA DALI reads the files
+    if name != "auto":
+        return name
+    on_gpu = torch.cuda.is_available() and cfg.trainer.get("accelerator", "auto") in ("auto", "gpu", "cuda")
+    return "gpu" if on_gpu else "cpu"
+
+
 def build_pipeline(cfg: ExperimentConfig) -> LightningDataModule:
     """The pipeline named by ``cfg.data.pipeline``."""
     check_format(cfg.data)
+    name = resolve_pipeline(cfg)
     try:
-        pipeline = PIPELINES.get(cfg.data.pipeline)
+        pipeline = PIPELINES.get(name)
     except UnknownNameError as error:
         raise ConfigError(f"data.pipeline: {error}") from None
     return pipeline(cfg)

@@ -133,8 +133,14 @@ class BaseMethod(pl.LightningModule):
         self.log("train_loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True)
         self.log_dict(logs, on_step=True, on_epoch=True)
         if self._trainer is not None:
-            self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True)
+            self.log_host_values({"lr": self.trainer.optimizers[0].param_groups[0]["lr"]})
         return loss + probe_loss + extra_loss
+
+    def log_host_values(self, values: dict[str, float]) -> None:
+        """Log Python numbers on the logger's steps only: logging one copies it to the device,
+        and that copy waits for the device's queue to drain."""
+        if self.trainer.global_step % self.trainer.log_every_n_steps == 0:
+            self.log_dict(values, on_step=True, on_epoch=False)
 
     def extra_training_losses(self, encoded: EncodedBatch) -> tuple[Tensor | float, dict[str, Tensor]]:
         """Losses of extra heads that the base adds (e.g. the momentum probe); none here."""
@@ -197,6 +203,17 @@ class BaseMethod(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def on_fit_start(self) -> None:
-        if self.device.type == "cuda" and not self.cfg.performance.disable_channel_last:
+        performance = self.cfg.performance
+        if self.device.type == "cuda" and not performance.disable_channel_last:
             self.channels_last = True
             self.to(memory_format=torch.channels_last)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True  # float32 heads use the tensor cores
+            torch.backends.cudnn.allow_tf32 = True
+        if performance.compile:
+            options = {"backend": performance.compile_backend}
+            if performance.compile_backend == "inductor":
+                options["mode"] = performance.compile_mode
+            for name, child in self.named_children():
+                if name.endswith("backbone"):  # where the time goes; compiled in place, so the
+                    child.compile(**options)  # state-dict keys stay the same

@@ -105,4 +105,4 @@ class MomentumMethod(BaseMethod):
         self._ema_step = step
         self.tau = cosine_tau(step, int(self.trainer.estimated_stepping_batches),
                               self.cfg.momentum.base_tau, self.cfg.momentum.final_tau)
-        self.log("tau", self.tau, on_step=True)
+        self.log_host_values({"tau": self.tau})

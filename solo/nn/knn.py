@@ -14,6 +14,21 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def similarity(queries: Tensor, bank: Tensor, distance: str) -> Tensor:
+    """(Q, N) cosine similarities, or negative euclidean distances, of queries to bank entries."""
+    if distance == "cosine":
+        return F.normalize(queries, dim=1) @ F.normalize(bank, dim=1).T
+    return -torch.cdist(queries, bank)
+
+
+def vote(sim: Tensor, neighbour_targets: Tensor, temperature: float, num_classes: int) -> Tensor:
+    """Class scores (Q, num_classes) from the (Q, k) similarities of each query's k nearest
+    neighbours, sorted best first, and their labels."""
+    weights = ((sim - sim[:, :1]) / temperature).exp()  # best neighbour weighs 1
+    votes = torch.zeros(len(sim), num_classes, device=sim.device)
+    return votes.scatter_add_(1, neighbour_targets, weights)
+
+
 class WeightedKNN:
     """Accumulates a labelled feature bank and query features, then votes.
 
@@ -48,9 +63,7 @@ class WeightedKNN:
         return bool(self._bank) and bool(self._queries)
 
     def _similarity(self, queries: Tensor, bank: Tensor) -> Tensor:
-        if self.distance == "cosine":
-            return F.normalize(queries, dim=1) @ F.normalize(bank, dim=1).T
-        return -torch.cdist(queries, bank)
+        return similarity(queries, bank, self.distance)
 
     @torch.no_grad()
     def predict(self, queries: Tensor, bank: Tensor, bank_targets: Tensor,
@@ -61,9 +74,7 @@ class WeightedKNN:
         scores = []
         for chunk in queries.split(self.chunk_size):
             sim, idx = self._similarity(chunk, bank).topk(k, dim=1)  # (q, k)
-            weights = ((sim - sim[:, :1]) / self.temperature).exp()  # best neighbour weighs 1
-            votes = torch.zeros(len(chunk), num_classes, device=chunk.device)
-            scores.append(votes.scatter_add_(1, bank_targets[idx], weights))
+            scores.append(vote(sim, bank_targets[idx], self.temperature, num_classes))
         return torch.cat(scores)
 
     @torch.no_grad()

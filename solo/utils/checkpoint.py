@@ -11,7 +11,7 @@ import os
 import secrets
 import string
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
@@ -28,14 +28,22 @@ def _fsync(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary file, flush it to disk, then rename it over ``path``."""
+def write_atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """``write(handle)`` into a temporary file beside ``path``, flushed to disk, then renamed over
+    ``path``: a crash or a kill leaves the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as handle:
-        json.dump(data, handle, indent=2, default=str)
+    with open(tmp, "wb") as handle:
+        write(handle)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """``data`` as indented JSON, written atomically."""
+    write_atomic(path, lambda handle: handle.write(json.dumps(data, indent=2, default=str).encode()))
 
 
 def checkpoint_path(run_dir: Path, name: str, run_id: str, epoch: int) -> Path:

@@ -6,7 +6,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 # the parts of a config that must match for a checkpoint to be continued by a rerun
 COMPATIBILITY_KEYS = ("name", "method", "backbone", "method_kwargs", "data.dataset",
@@ -27,10 +27,11 @@ def _select(cfg: dict[str, Any], dotted: str) -> Any:
     return value
 
 
-def compatible(saved: dict[str, Any], current: dict[str, Any]) -> bool:
+def compatible(saved: dict[str, Any], current: dict[str, Any],
+               keys: Sequence[str] = COMPATIBILITY_KEYS) -> bool:
     # a JSON round trip makes tuples lists and keys strings on both sides
     saved, current = json.loads(json.dumps(saved, default=str)), json.loads(json.dumps(current, default=str))
-    return all(_select(saved, key) == _select(current, key) for key in COMPATIBILITY_KEYS)
+    return all(_select(saved, key) == _select(current, key) for key in keys)
 
 
 def run_id_of(checkpoint: str | Path) -> str | None:
@@ -47,8 +48,9 @@ def epoch_of(checkpoint: Path) -> int:
 
 
 def find_resume_point(checkpoint_dir: str | Path, method: str, cfg: dict[str, Any],
-                      max_hours: float) -> ResumePoint | None:
-    """The newest ``.ckpt`` of a compatible run younger than ``max_hours``, if any."""
+                      max_hours: float, keys: Sequence[str] = COMPATIBILITY_KEYS) -> ResumePoint | None:
+    """The newest ``.ckpt`` of a compatible run (equal at every dotted key of ``keys``) in
+    ``<checkpoint_dir>/<method>/`` younger than ``max_hours``, if any."""
     best: tuple[tuple[float, int], ResumePoint] | None = None
     now = time.time()
     for args_file in Path(checkpoint_dir, method).glob("*/args.json"):
@@ -56,7 +58,7 @@ def find_resume_point(checkpoint_dir: str | Path, method: str, cfg: dict[str, An
             saved = json.loads(args_file.read_text())
         except (OSError, json.JSONDecodeError):
             continue
-        if not compatible(saved.get("cfg", {}), cfg):
+        if not compatible(saved.get("cfg", {}), cfg, keys):
             continue
         for ckpt in args_file.parent.glob("*-ep=*.ckpt"):
             mtime = ckpt.stat().st_mtime

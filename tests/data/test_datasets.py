@@ -206,8 +206,8 @@ def test_errors_name_the_key(tmp_path: Path) -> None:
         build_dataset(data_config(format="h5", train_path=str(tmp_path / "x.h5")), "train", None)
     with pytest.raises(ConfigError, match=r"data\.val_path is not set"):
         build_dataset(data_config(val_path=None), "val", None)
-    with pytest.raises(NotImplementedError, match="dali"):
-        build_dataset(data_config(format="dali"), "train", None)
+    with pytest.raises(ConfigError, match=r"data\.format: 'dali' is read by the DALI pipeline"):
+        build_dataset(data_config(format="dali", pipeline="gpu"), "train", None)
     with pytest.raises(ValueError, match="split"):
         build_dataset(data_config(), "test", None)
 

@@ -90,5 +90,16 @@ def test_unknown_pipeline() -> None:
     assert "cpu" in PIPELINES
     with pytest.raises(ConfigError, match=r"data\.pipeline: unknown pipeline 'cpuu'.*\"cpu\""):
         build_pipeline(experiment(data={"pipeline": "cpuu"}))
-    with pytest.raises(NotImplementedError, match="dali"):
-        build_pipeline(experiment(data={"format": "dali"}))
+
+
+def test_auto_pipeline_resolves_by_device_and_format() -> None:
+    from solo.data.pipelines import resolve_pipeline
+
+    expected = "gpu" if torch.cuda.is_available() else "cpu"
+    assert experiment().data.pipeline == "auto"
+    assert resolve_pipeline(experiment()) == expected
+    on_cpu = experiment()
+    on_cpu.trainer["accelerator"] = "cpu"
+    assert resolve_pipeline(on_cpu) == "cpu"  # a CPU run on a GPU machine
+    assert resolve_pipeline(experiment(data={"format": "dali"})) == "dali"
+    assert resolve_pipeline(experiment(data={"pipeline": "gpu"})) == "gpu"

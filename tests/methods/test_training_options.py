@@ -77,3 +77,18 @@ def test_momentum_classifier_trains_its_own_probe(cifar_mini: Path) -> None:
     assert groups["classifier_momentum"]["weight_decay"] == 0
     assert not torch.equal(model.momentum_probe.linear.weight, before)  # it learned
     assert "train_momentum_acc1_epoch" in trainer.callback_metrics
+
+
+def test_a_compiled_backbone_trains_like_the_eager_one(cifar_mini: Path) -> None:
+    # aot_eager traces forward and backward as inductor does, without its C++ compile step
+    common = ["++knn_eval.enabled=False", "++optimizer.batch_size=8"]
+    eager, _, _ = train(shipped_config("byol", cifar_mini, common), epochs=1)
+    compiled, trainer, _ = train(shipped_config("byol", cifar_mini, common + [
+        "++performance.compile=True", "++performance.compile_backend=aot_eager"]), epochs=1)
+    assert trainer.global_step == 1
+    assert compiled.backbone._compiled_call_impl is not None
+    assert compiled.momentum_backbone._compiled_call_impl is not None
+    assert list(compiled.state_dict()) == list(eager.state_dict())  # no "_orig_mod." prefixes
+    for name, value in eager.state_dict().items():
+        torch.testing.assert_close(compiled.state_dict()[name], value, atol=1e-4, rtol=1e-4,
+                                   msg=lambda m, name=name: f"{name}: {m}")
