@@ -8,7 +8,6 @@ and ``train_subset.json`` when ``data.fraction`` keeps a subset.
 from __future__ import annotations
 
 import os
-import pickle
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,9 +50,6 @@ def load_backbone(cfg: LinearConfig) -> Pretrained:
                                      cifar_stem=cfg.backbone.cifar_stem)
     except (CheckpointError, OSError) as error:
         raise ConfigError(f"pretrained_feature_extractor: {error}") from None
-    except (pickle.UnpicklingError, EOFError, RuntimeError) as error:  # torch.load on a bad file
-        raise ConfigError(f"pretrained_feature_extractor: '{path}' is not a readable checkpoint: "
-                          f"{type(error).__name__}: {error}") from None
     if cfg.pretrain_method and pretrained.method and cfg.pretrain_method != pretrained.method:
         warnings.warn(f"pretrain_method is '{cfg.pretrain_method}' but '{path}' was pretrained "
                       f"with '{pretrained.method}'", stacklevel=2)

@@ -77,7 +77,14 @@ def read_checkpoint_file(path: Path, trust_pickle: bool = False) -> Any:
                                   f"it is not loaded (it could run code): {err}") from err
         warnings.warn(f"'{path}' holds pickled Python objects besides the weights; loading it "
                       "with weights_only=False because it is a local file you named", stacklevel=3)
-        return torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except (pickle.UnpicklingError, EOFError, RuntimeError, OSError) as error:  # not torch's
+            raise CheckpointError(f"'{path}' is not a readable checkpoint: "
+                                  f"{type(error).__name__}: {error}") from None
+    except (EOFError, RuntimeError, OSError) as error:  # truncated, or not a torch file at all
+        raise CheckpointError(f"'{path}' is not a readable checkpoint: "
+                              f"{type(error).__name__}: {error}") from None
 
 
 def _plain(value: Any) -> Any:

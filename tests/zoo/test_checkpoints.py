@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -170,6 +171,12 @@ def test_unknown_backbone_and_bad_files(solo_run, tmp_path):
     torch.save({"weights": torch.zeros(1), "meta": "x"}, path)
     with pytest.raises(CheckpointError, match=r"top-level keys are \['meta', 'weights'\]"):
         load_pretrained(path)
+    for name, content in (("text.ckpt", b"not a checkpoint at all\n"),
+                          ("cut.ckpt", solo_run[0].read_bytes()[:5000])):  # an interrupted copy
+        (tmp_path / name).write_bytes(content)
+        with warnings.catch_warnings(), pytest.raises(CheckpointError, match="not a readable checkpoint"):
+            warnings.simplefilter("ignore")  # a text file first looks like a pickle to trust
+            load_pretrained(tmp_path / name)
 
 
 def test_pickled_objects_need_trust(solo_run, tmp_path):
