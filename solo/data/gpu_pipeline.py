@@ -55,6 +55,14 @@ def epoch_order(num_items: int, shuffle: bool, drop_last: bool, seed: int, epoch
     return order[rank::world_size].to(device)  # one small copy per epoch
 
 
+def batches_per_epoch(num_items: int, batch_size: int, train: bool, world_size: int) -> int:
+    """Training drops the incomplete last batch (and the items no rank can share); validation
+    keeps every item, padded so that all ranks get as many."""
+    if train:
+        return num_items // world_size // batch_size
+    return math.ceil(math.ceil(num_items / world_size) / batch_size)
+
+
 class ResidentBatches:
     """Batches drawn from a split held on the device; ``make_batch`` turns positions into a batch."""
 
@@ -66,9 +74,7 @@ class ResidentBatches:
         self.rank, self.world_size, self.device = rank, world_size, device
 
     def __len__(self) -> int:
-        per_rank = (self.num_items // self.world_size if self.train
-                    else math.ceil(self.num_items / self.world_size))
-        return per_rank // self.batch_size if self.train else math.ceil(per_rank / self.batch_size)
+        return batches_per_epoch(self.num_items, self.batch_size, self.train, self.world_size)
 
     def __iter__(self) -> Iterator[Batch]:
         order = epoch_order(self.num_items, self.train, self.train, self.seed, self.epoch(),
@@ -77,30 +83,45 @@ class ResidentBatches:
             yield self.make_batch(order[step * self.batch_size: (step + 1) * self.batch_size])
 
 
+class _EpochBatchSampler:
+    """This process's batches of file positions, the epoch's order computed when iterated."""
+
+    def __init__(self, num_items: int, batch_size: int, train: bool, seed: int,
+                 epoch: Callable[[], int], rank: int, world_size: int) -> None:
+        self.num_items, self.batch_size, self.train, self.seed = num_items, batch_size, train, seed
+        self.epoch, self.rank, self.world_size = epoch, rank, world_size
+
+    def __len__(self) -> int:
+        return batches_per_epoch(self.num_items, self.batch_size, self.train, self.world_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = epoch_order(self.num_items, self.train, self.train, self.seed, self.epoch(),
+                            self.rank, self.world_size, torch.device("cpu")).tolist()
+        for step in range(len(self)):
+            yield order[step * self.batch_size: (step + 1) * self.batch_size]
+
+
+def _columns(items: list[tuple]) -> list[tuple]:
+    return list(zip(*items))
+
+
 class StreamedBatches:
-    """Batches of image files read by worker processes and decoded on the device."""
+    """Batches of image files read by persistent worker processes and decoded on the device."""
 
     def __init__(self, files: list[tuple[str, int]], make_batch: Callable[..., Batch],
                  batch_size: int, train: bool, seed: int, epoch: Callable[[], int], rank: int,
                  world_size: int, num_workers: int, device: torch.device) -> None:
-        self.dataset = EncodedFiles(files)
-        self.make_batch, self.batch_size, self.train = make_batch, batch_size, train
-        self.seed, self.epoch, self.rank, self.world_size = seed, epoch, rank, world_size
-        self.num_workers, self.device = num_workers, device
+        self.make_batch, self.device = make_batch, device
+        sampler = _EpochBatchSampler(len(files), batch_size, train, seed, epoch, rank, world_size)
+        self.loader = DataLoader(EncodedFiles(files), batch_sampler=sampler, num_workers=num_workers,
+                                 collate_fn=_columns, persistent_workers=num_workers > 0,
+                                 pin_memory=device.type == "cuda")
 
     def __len__(self) -> int:
-        return len(ResidentBatches(len(self.dataset), self.make_batch, self.batch_size, self.train,
-                                   self.seed, self.epoch, self.rank, self.world_size, self.device))
+        return len(self.loader)
 
     def __iter__(self) -> Iterator[Batch]:
-        order = epoch_order(len(self.dataset), self.train, self.train, self.seed, self.epoch(),
-                            self.rank, self.world_size, torch.device("cpu")).tolist()
-        batches = [order[i: i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        batches = batches[: len(self)]
-        loader = DataLoader(self.dataset, batch_sampler=batches, num_workers=self.num_workers,
-                            collate_fn=lambda items: list(zip(*items)),
-                            pin_memory=self.device.type == "cuda")
-        for indexes, encoded, is_jpeg, targets in loader:
+        for indexes, encoded, is_jpeg, targets in self.loader:
             images, sizes = pad_batch(decode_on_device(list(encoded), list(is_jpeg), self.device))
             yield self.make_batch(torch.tensor(indexes, device=self.device), images, sizes,
                                   torch.tensor(targets, device=self.device))

@@ -106,3 +106,21 @@ def test_the_pipeline_trains_a_method(cifar_mini: Path) -> None:
     model, trainer, _ = train(cfg, epochs=1)
     assert trainer.global_step == 1
     assert torch.isfinite(trainer.callback_metrics["train_loss"])
+
+
+def test_streamed_epochs_reshuffle_with_persistent_workers(cifar_mini: Path) -> None:
+    from solo.data.device_images import image_files
+    from solo.data.gpu_pipeline import StreamedBatches
+
+    cfg = pipeline_config(cifar_mini)
+    files = image_files(build_dataset(cfg.data, "train", None, indexed=False))[:64]
+    epoch = [0]
+    batches = StreamedBatches(files, lambda indexes, images, sizes, targets: (indexes, targets),
+                              16, True, 5, lambda: epoch[0], 0, 1, 2, torch.device("cpu"))
+    first = torch.cat([indexes for indexes, _ in batches])
+    workers = batches.loader._iterator  # the worker processes of this epoch
+    epoch[0] = 1
+    second = torch.cat([indexes for indexes, targets in batches])
+    assert batches.loader._iterator is workers  # not started again for the next epoch
+    assert sorted(first.tolist()) == sorted(second.tolist()) == list(range(64))
+    assert not torch.equal(first, second)  # the next epoch has its own order
