@@ -46,8 +46,8 @@ class DataConfig:
     num_workers: int = 4
     no_labels: bool = False  # custom datasets whose images are not in class folders
     fraction: float = -1.0  # use this fraction of the training set; -1 uses all of it
-    # where the views are made: a name in solo.data.PIPELINES, or "auto": "gpu" when training
-    # runs on a GPU, "cpu" otherwise, "dali" for format 'dali'
+    # where the views are made: a name in solo.data.PIPELINES, or "auto": "gpu" for CIFAR and
+    # STL-10 when training runs on a GPU, "dali" for format 'dali', "cpu" otherwise
     pipeline: str = "auto"
     # pipeline "gpu": a dataset whose decoded images take at most this many GiB is kept on the
     # device; a larger one is streamed, its JPEGs decoded on the device batch by batch

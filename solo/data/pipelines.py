@@ -25,7 +25,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from solo.config import ConfigError, ExperimentConfig
-from solo.data.augmentations import MultiCropTransform, build_val_transform
+from solo.data.augmentations import CIFAR_LIKE, MultiCropTransform, build_val_transform
 from solo.data.datasets import build_dataset, check_format
 from solo.utils.registry import Registry, UnknownNameError
 
@@ -71,14 +71,15 @@ class CPUPipeline(LightningDataModule):
 
 def resolve_pipeline(cfg: ExperimentConfig) -> str:
     """``data.pipeline``, with "auto" made concrete: DALI for format 'dali'; the device pipeline
-    when training runs on a GPU; the CPU pipeline otherwise."""
+    for small-image datasets (CIFAR, STL-10), kept whole on the GPU, when training runs on one;
+    the CPU pipeline otherwise (the device pipeline streams larger folders only when asked)."""
     name = cfg.data.pipeline
     if cfg.data.format == "dali" and name in ("auto", "cpu"):
         return "dali"  # format 'dali' with a default pipeline: NVIDIA DALI reads the files
     if name != "auto":
         return name
     on_gpu = torch.cuda.is_available() and cfg.trainer.get("accelerator", "auto") in ("auto", "gpu", "cuda")
-    return "gpu" if on_gpu else "cpu"
+    return "gpu" if on_gpu and cfg.data.dataset in CIFAR_LIKE else "cpu"
 
 
 def build_pipeline(cfg: ExperimentConfig) -> LightningDataModule:

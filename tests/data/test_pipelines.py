@@ -103,3 +103,5 @@ def test_auto_pipeline_resolves_by_device_and_format() -> None:
     assert resolve_pipeline(on_cpu) == "cpu"  # a CPU run on a GPU machine
     assert resolve_pipeline(experiment(data={"format": "dali"})) == "dali"
     assert resolve_pipeline(experiment(data={"pipeline": "gpu"})) == "gpu"
+    imagenet = experiment(data={"dataset": "imagenet100"})  # large images: streamed only if asked
+    assert resolve_pipeline(imagenet) == "cpu"
