@@ -37,7 +37,7 @@ def trainer_kwargs(cfg: ExperimentConfig) -> dict[str, Any]:
             warnings.warn("precision 16 (fp16 autocast) does not run on the CPU; using bf16-mixed",
                           stacklevel=2)
         if on_cpu or (cfg.performance.bf16 and torch.cuda.is_bf16_supported()):
-            kwargs["precision"] = "bf16-mixed"  # same autocast, no loss scaling (see PerformanceConfig)
+            kwargs["precision"] = "bf16-mixed"  # bfloat16 autocast needs no loss scaling
     if not on_cpu:
         kwargs.setdefault("benchmark", True)  # cuDNN picks its fastest kernels for the fixed shapes
     count = kwargs.get("devices", "auto")
