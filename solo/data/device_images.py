@@ -29,13 +29,18 @@ class _Decoded(Dataset):
         return pil_to_tensor(image), int(target)
 
 
+def _as_list(items: list) -> list:
+    # a module-level function, not a lambda: workers started by spawn or forkserver pickle it
+    return items
+
+
 def decode_all(dataset: Dataset, num_workers: int, device: torch.device,
                key: str) -> tuple[Tensor, Tensor]:
     """Every image of ``dataset`` as one uint8 tensor (N, 3, H, W) on ``device``, with its targets.
 
     Decoding happens once, in parallel worker processes; all images must share one size."""
     loader = DataLoader(_Decoded(dataset), batch_size=512, num_workers=num_workers,
-                        collate_fn=lambda items: items)
+                        collate_fn=_as_list)
     images: Optional[Tensor] = None
     targets = torch.empty(len(dataset), dtype=torch.long)
     position = 0
