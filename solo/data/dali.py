@@ -20,12 +20,10 @@ from typing import Any, Iterator, Optional
 import torch
 from lightning.pytorch import LightningDataModule
 from torch import Tensor
-from torch.utils.data import Subset
-from torchvision.datasets import ImageFolder
 
 from solo.config import ConfigError, DataConfig, ExperimentConfig
 from solo.data.augmentations import CIFAR_LIKE, order_crop_groups
-from solo.data.datasets import UnlabeledImages, build_dataset
+from solo.data.datasets import build_dataset, dataset_files
 from solo.data.pipelines import PIPELINES
 from solo.data.torchvision_files import STL10_FOLDER, find_folder
 
@@ -74,20 +72,12 @@ def image_list(data: DataConfig, split: str) -> tuple[list[str], Tensor]:
     """The image files of ``split`` ("train" or "val") in dataset order, and their targets (N,)
     int64, -1 for unlabelled images. ``data.fraction`` applies to "train", as for the CPU."""
     dataset = build_dataset(data, split, transform=None, indexed=False)
-    positions = None
-    if isinstance(dataset, Subset):
-        dataset, positions = dataset.dataset, list(dataset.indices)
-    if isinstance(dataset, ImageFolder):
-        samples = dataset.samples
-    elif isinstance(dataset, UnlabeledImages):
-        samples = [(path, -1) for path in dataset.files]
-    else:
+    samples = dataset_files(dataset)
+    if samples is None:
         key = "data.train_path" if split == "train" else "data.val_path"
         raise ConfigError(f"{key}: DALI reads image files, but {data.dataset} here is a "
                           f"{type(dataset).__name__}; use data.format 'image_folder' (pipeline "
                           "'cpu'), or store the images as class folders")
-    if positions is not None:
-        samples = [samples[i] for i in positions]
     files = [path for path, _ in samples]
     return files, torch.tensor([target for _, target in samples], dtype=torch.int64)
 

@@ -154,6 +154,19 @@ def stratified_subset(dataset: Dataset, fraction: float, seed: int = 0) -> Subse
     return Subset(dataset, sorted(keep))
 
 
+def dataset_files(dataset: Dataset) -> Optional[list[tuple[str, int]]]:
+    """(path, target) of every item, in dataset order, through any Subset (target -1 for
+    unlabelled images); None when the items are not image files (HDF5, torchvision's files)."""
+    if isinstance(dataset, Subset):
+        files = dataset_files(dataset.dataset)
+        return None if files is None else [files[i] for i in dataset.indices]
+    if isinstance(dataset, ImageFolder):
+        return [(path, int(target)) for path, target in dataset.samples]
+    if isinstance(dataset, UnlabeledImages):
+        return [(path, -1) for path in dataset.files]
+    return None
+
+
 class IndexedDataset(Dataset):
     """Training items as ``(index, views, target)``; ``index`` is the item's position here."""
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 from torchvision.transforms.v2.functional import pil_to_tensor
 
@@ -60,20 +60,6 @@ def decode_all(dataset: Dataset, num_workers: int, device: torch.device,
     if images is None:
         raise ConfigError(f"{key}: the dataset is empty")
     return images.to(device), targets.to(device)
-
-
-def image_files(dataset: Dataset) -> list[tuple[str, int]]:
-    """(path, target) of every item of an image-folder dataset, through any Subset."""
-    if isinstance(dataset, Subset):
-        files = image_files(dataset.dataset)
-        return [files[i] for i in dataset.indices]
-    if hasattr(dataset, "samples"):  # torchvision's ImageFolder
-        return [(path, int(target)) for path, target in dataset.samples]
-    if hasattr(dataset, "files"):  # unlabelled images
-        return [(path, -1) for path in dataset.files]
-    raise ConfigError(f"data.format: {type(dataset).__name__} is not a folder of image files, so "
-                      "data.pipeline 'gpu' cannot stream it; raise data.resident_max_gb to keep it "
-                      "on the device, or use pipeline 'cpu'")
 
 
 def _is_jpeg(data: Tensor) -> bool:

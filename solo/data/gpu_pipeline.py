@@ -26,8 +26,8 @@ from solo.config import ConfigError, ExperimentConfig
 from solo.data.augmentations import CIFAR_LIKE
 from solo.data.batch_augment import BatchMultiCrop
 from solo.data.batch_ops import resize_center_crop
-from solo.data.datasets import build_dataset
-from solo.data.device_images import EncodedFiles, decode_all, decode_on_device, image_files, pad_batch
+from solo.data.datasets import build_dataset, dataset_files
+from solo.data.device_images import EncodedFiles, decode_all, decode_on_device, pad_batch
 from solo.data.pipelines import PIPELINES
 
 Batch = tuple[Tensor, ...]
@@ -177,7 +177,13 @@ class GPUPipeline(LightningDataModule):
             if self._resident(dataset):
                 self._splits[split] = decode_all(dataset, data.num_workers, self.device, key)
             else:
-                self._splits[split] = image_files(dataset)
+                files = dataset_files(dataset)
+                if files is None:
+                    raise ConfigError(
+                        f"data.format: {type(dataset).__name__} is not a folder of image files, so "
+                        "data.pipeline 'gpu' cannot stream it; raise data.resident_max_gb to keep "
+                        "it on the device, or use pipeline 'cpu'")
+                self._splits[split] = files
         return self._splits[split]
 
     def _resident(self, dataset: Dataset) -> bool:

@@ -109,11 +109,11 @@ def test_the_pipeline_trains_a_method(cifar_mini: Path) -> None:
 
 
 def test_streamed_epochs_reshuffle_with_persistent_workers(cifar_mini: Path) -> None:
-    from solo.data.device_images import image_files
+    from solo.data.datasets import dataset_files
     from solo.data.gpu_pipeline import StreamedBatches
 
     cfg = pipeline_config(cifar_mini)
-    files = image_files(build_dataset(cfg.data, "train", None, indexed=False))[:64]
+    files = dataset_files(build_dataset(cfg.data, "train", None, indexed=False))[:64]
     epoch = [0]
     batches = StreamedBatches(files, lambda indexes, images, sizes, targets: (indexes, targets),
                               16, True, 5, lambda: epoch[0], 0, 1, 2, torch.device("cpu"))
