@@ -17,8 +17,8 @@ from torch import Tensor, nn
 
 from solo.eval.linear_config import LinearConfig
 from solo.nn.probe import accuracy_at_k
+from solo.utils.lightning_hooks import log_host_values, with_schedule
 from solo.utils.optim import build_optimizer, param_groups, scaled_lr
-from solo.utils.schedules import build_scheduler
 
 
 def build_mixup(cfg: LinearConfig) -> Optional[Any]:
@@ -109,7 +109,7 @@ class LinearModel(pl.LightningModule):
         self.log("train_loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True)
         self.log_dict({"train_acc1": acc1, "train_acc5": acc5}, on_step=True, on_epoch=True)
         if self._trainer is not None:
-            self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True)
+            log_host_values(self, {"lr": self.trainer.optimizers[0].param_groups[0]["lr"]})
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -133,13 +133,7 @@ class LinearModel(pl.LightningModule):
             groups.append(backbone)
         optimizer = build_optimizer(opt, param_groups(groups, opt.exclude_bias_n_norm_wd), lr,
                                     classifier_lr=lr)
-        max_epochs = max(1, self.trainer.max_epochs or 1) if self._trainer is not None else 1
-        stepping = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
-        steps_per_epoch = max(1, int(stepping) // max_epochs)
-        scheduler = build_scheduler(self.cfg.scheduler, optimizer, steps_per_epoch, max_epochs)
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return with_schedule(self, optimizer, self.cfg.scheduler)
 
     def on_fit_start(self) -> None:
         if (self.device.type == "cuda" and not self.inputs_are_features

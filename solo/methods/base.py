@@ -17,8 +17,8 @@ from torch import Tensor, nn
 from solo.backbones import build_backbone
 from solo.config import SMALL_IMAGE_DATASETS, ExperimentConfig, parse_config
 from solo.nn import OnlineProbe, WeightedKNN
+from solo.utils.lightning_hooks import log_host_values, with_schedule
 from solo.utils.optim import build_optimizer, param_groups, scaled_lr
-from solo.utils.schedules import build_scheduler
 
 
 @dataclass
@@ -133,14 +133,8 @@ class BaseMethod(pl.LightningModule):
         self.log("train_loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True)
         self.log_dict(logs, on_step=True, on_epoch=True)
         if self._trainer is not None:
-            self.log_host_values({"lr": self.trainer.optimizers[0].param_groups[0]["lr"]})
+            log_host_values(self, {"lr": self.trainer.optimizers[0].param_groups[0]["lr"]})
         return loss + probe_loss + extra_loss
-
-    def log_host_values(self, values: dict[str, float]) -> None:
-        """Log Python numbers on the logger's steps only: logging one copies it to the device,
-        and that copy waits for the device's queue to drain."""
-        if self.trainer.global_step % self.trainer.log_every_n_steps == 0:
-            self.log_dict(values, on_step=True, on_epoch=False)
 
     def extra_training_losses(self, encoded: EncodedBatch) -> tuple[Tensor | float, dict[str, Tensor]]:
         """Losses of extra heads that the base adds (e.g. the momentum probe); none here."""
@@ -195,12 +189,7 @@ class BaseMethod(pl.LightningModule):
                   for name, child in self.named_children()]
         optimizer = build_optimizer(opt_cfg, param_groups(groups, opt_cfg.exclude_bias_n_norm_wd),
                                     lr, classifier_lr)
-        max_epochs = max(1, self.trainer.max_epochs or 1)
-        steps_per_epoch = max(1, self.trainer.estimated_stepping_batches // max_epochs)
-        scheduler = build_scheduler(self.cfg.scheduler, optimizer, steps_per_epoch, max_epochs)
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return with_schedule(self, optimizer, self.cfg.scheduler)
 
     def on_fit_start(self) -> None:
         performance = self.cfg.performance

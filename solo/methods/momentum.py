@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from solo.config import ExperimentConfig
 from solo.methods.base import BaseMethod, EncodedBatch
 from solo.nn import OnlineProbe
+from solo.utils.lightning_hooks import log_host_values
 
 
 def cosine_tau(step: int, total_steps: int, base_tau: float, final_tau: float) -> float:
@@ -105,4 +106,4 @@ class MomentumMethod(BaseMethod):
         self._ema_step = step
         self.tau = cosine_tau(step, int(self.trainer.estimated_stepping_batches),
                               self.cfg.momentum.base_tau, self.cfg.momentum.final_tau)
-        self.log_host_values({"tau": self.tau})
+        log_host_values(self, {"tau": self.tau})

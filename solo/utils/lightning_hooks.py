@@ -1,0 +1,32 @@
+"""What every LightningModule of solo (pretraining methods, the linear model) does the same way:
+logging host numbers without stalling the device, and pairing the optimizer with its schedule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+from torch.optim import Optimizer
+
+from solo.config import SchedulerConfig
+from solo.utils.schedules import build_scheduler
+
+
+def log_host_values(module: pl.LightningModule, values: dict[str, float]) -> None:
+    """Log Python numbers on the logger's steps only: logging one copies it to the device, and
+    that copy waits for the device's queue to drain."""
+    if module.trainer.global_step % module.trainer.log_every_n_steps == 0:
+        module.log_dict(values, on_step=True, on_epoch=False)
+
+
+def with_schedule(module: pl.LightningModule, optimizer: Optimizer,
+                  scheduler_cfg: SchedulerConfig) -> Any:
+    """What ``configure_optimizers`` returns: the optimizer, and its scheduler over the trainer's
+    estimated optimizer steps when the config has one."""
+    attached = module._trainer is not None
+    max_epochs = max(1, module.trainer.max_epochs or 1) if attached else 1
+    stepping = int(module.trainer.estimated_stepping_batches) if attached else 1
+    scheduler = build_scheduler(scheduler_cfg, optimizer, max(1, stepping // max_epochs), max_epochs)
+    if scheduler is None:
+        return optimizer
+    return {"optimizer": optimizer, "lr_scheduler": scheduler}
