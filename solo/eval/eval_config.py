@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -18,6 +17,7 @@ from typing import Any, Mapping, Optional
 from solo.config import NUM_CLASSES, DataConfig
 from solo.eval.linear_config import LinearAugmentationsConfig, LinearBackboneConfig
 from solo.utils.registry import did_you_mean
+from solo.utils.resume import epoch_of
 from solo.utils.schema import ConfigError, build, check, check_positive, required
 
 FEATURE_TYPES = ("backbone", "projector")
@@ -168,7 +168,6 @@ def parse_eval_config(schema: type, raw: Mapping[str, Any]) -> Any:
     return cfg
 
 
-_EPOCH = re.compile(r"-ep=(\d+)\.ckpt$")
 
 
 def checkpoint_file(cfg: EvalConfig) -> Path:
@@ -187,8 +186,4 @@ def checkpoint_file(cfg: EvalConfig) -> Path:
     if not candidates:
         raise ConfigError(f"{key}: '{path}' holds no .ckpt file")
 
-    def newest(p: Path) -> tuple[int, float]:
-        match = _EPOCH.search(p.name)
-        return (int(match.group(1)) if match else -1, p.stat().st_mtime)
-
-    return max(candidates, key=newest)
+    return max(candidates, key=lambda p: (epoch_of(p), p.stat().st_mtime))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,9 @@ def run_id_of(checkpoint: str | Path) -> str | None:
 
 
 def epoch_of(checkpoint: Path) -> int:
-    return int(checkpoint.stem.rsplit("ep=", 1)[1])
+    """The epoch in a checkpoint's name (``...-ep=<epoch>.ckpt``), -1 when the name has none."""
+    match = re.search(r"-ep=(\d+)$", Path(checkpoint).stem)
+    return int(match.group(1)) if match else -1
 
 
 def find_resume_point(checkpoint_dir: str | Path, method: str, cfg: dict[str, Any],
