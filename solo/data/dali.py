@@ -24,7 +24,7 @@ from torch import Tensor
 from solo.config import ConfigError, DataConfig, ExperimentConfig
 from solo.data.augmentations import CIFAR_LIKE, order_crop_groups
 from solo.data.datasets import build_dataset, dataset_files
-from solo.data.pipelines import PIPELINES
+from solo.data.pipelines import PIPELINES, validation_splits
 from solo.data.torchvision_files import STL10_FOLDER, find_folder
 
 INSTALL_HINT = "pip install 'solo[dali]' (the nvidia-dali-cuda130 package)"
@@ -214,10 +214,8 @@ class DALIPipeline(LightningDataModule):
         return self.train_loader(*self.shard(), device_id=self.device_id())
 
     def val_dataloader(self) -> list[DALILoader]:
-        if not self.cfg.data.val_path or self.cfg.no_validation:
+        splits = validation_splits(self.cfg)
+        if not splits:
             return []
         placement = (*self.shard(), self.device_id())
-        loaders = [self.val_loader("val", *placement)]
-        if self.cfg.knn_eval.enabled:
-            loaders.append(self.val_loader("train", *placement))
-        return loaders
+        return [self.val_loader(split, *placement) for split in splits]

@@ -28,7 +28,7 @@ from solo.data.batch_augment import BatchMultiCrop
 from solo.data.batch_ops import resize_center_crop
 from solo.data.datasets import build_dataset, dataset_files
 from solo.data.device_images import EncodedFiles, decode_all, decode_on_device, pad_batch
-from solo.data.pipelines import PIPELINES
+from solo.data.pipelines import PIPELINES, validation_splits
 
 Batch = tuple[Tensor, ...]
 GIB = 1024**3
@@ -169,7 +169,6 @@ class GPUPipeline(LightningDataModule):
     # -- reading a split once --------------------------------------------------------------------
     def _split(self, split: str) -> tuple[Tensor, Tensor] | list[tuple[str, int]]:
         """A split kept on the device (images, targets), or its files when it is streamed."""
-        split = "train" if split == "bank" else split  # the kNN bank is the training images
         if split not in self._splits:
             data = self.cfg.data
             dataset = build_dataset(data, split, None, indexed=False)
@@ -234,10 +233,6 @@ class GPUPipeline(LightningDataModule):
         return self._batches("train", self._train_batch, train=True)
 
     def val_dataloader(self):
-        if not self.cfg.data.val_path or self.cfg.no_validation:
-            return []
-        loaders = [self._batches("val", self._val_batch, train=False)]
-        if self.cfg.knn_eval.enabled:
-            loaders.append(self._batches("bank", self._val_batch, train=False))
-        return loaders
+        return [self._batches(split, self._val_batch, train=False)
+                for split in validation_splits(self.cfg)]
 

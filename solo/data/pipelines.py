@@ -60,13 +60,17 @@ class CPUPipeline(LightningDataModule):
         return self._loader(dataset, train=True)
 
     def val_dataloader(self) -> list[DataLoader]:
-        if not self.cfg.data.val_path or self.cfg.no_validation:
-            return []
-        loaders = [self._loader(build_dataset(self.cfg.data, "val", self.val_transform), False)]
-        if self.cfg.knn_eval.enabled:
-            bank = build_dataset(self.cfg.data, "train", self.val_transform, indexed=False)
-            loaders.append(self._loader(bank, train=False))
-        return loaders
+        return [self._loader(build_dataset(self.cfg.data, split, self.val_transform, indexed=False),
+                             train=False) for split in validation_splits(self.cfg)]
+
+
+def validation_splits(cfg: ExperimentConfig) -> list[str]:
+    """The splits behind the validation loaders of the contract, in order: "val", then "train"
+    (read with the validation transform) as the kNN bank when kNN is on; none without a
+    ``val_path`` or with ``no_validation``."""
+    if not cfg.data.val_path or cfg.no_validation:
+        return []
+    return ["val", "train"] if cfg.knn_eval.enabled else ["val"]
 
 
 def resolve_pipeline(cfg: ExperimentConfig) -> str:
