@@ -121,21 +121,26 @@ def _blend_step(images: Tensor, op: Tensor, active: Tensor, params: JitterParams
 
 def color_jitter(images: Tensor, params: JitterParams) -> Tensor:
     """Each image's ops in its own order, with the hue (the costly op) computed once: first the
-    ops that come before the hue in each image's order, then the hue, then the ops after it."""
+    ops that come before the hue in each image's order, then the hue, then the ops after it.
+    Without a hue every position comes before it, the last one included."""
     hue = JITTER_OPS.index("hue")
-    if "hue" in params.factors:
+    has_hue = "hue" in params.factors
+    num_positions = len(JITTER_OPS)
+    if has_hue:
         hue_position = (params.order == hue).int().argmax(1)  # (B,)
     else:
-        hue_position = torch.full_like(params.order[:, 0], len(JITTER_OPS))
-    positions = torch.arange(len(JITTER_OPS), device=images.device)
-    for before_hue in (True, False):
-        # nothing precedes the hue at the last position, nothing follows it at the first
-        for position in (range(len(JITTER_OPS) - 1) if before_hue else range(1, len(JITTER_OPS))):
+        hue_position = torch.full_like(params.order[:, 0], num_positions)
+    positions = torch.arange(num_positions, device=images.device)
+    # with a hue, nothing precedes it at the last position and nothing follows it at the first
+    parts = [(True, range(num_positions - 1)), (False, range(1, num_positions))] if has_hue \
+        else [(True, range(num_positions))]
+    for before_hue, part_positions in parts:
+        for position in part_positions:
             op = params.order[:, position]
             in_part = (positions[position] < hue_position if before_hue
                        else positions[position] > hue_position)
             images = _blend_step(images, op, params.applied & (op != hue) & in_part, params)
-        if before_hue and "hue" in params.factors:
+        if before_hue and has_hue:
             images = _where(params.applied, ops.adjust_hue(images, params.factors["hue"]), images)
     return images
 

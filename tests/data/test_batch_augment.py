@@ -4,6 +4,7 @@ shapes per crop group."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
-from torchvision.transforms import InterpolationMode, RandomResizedCrop
+from torchvision.transforms import InterpolationMode, RandomResizedCrop, v2
 
 from solo.config import AugmentationConfig, build
 from solo.data import batch_ops as ops
@@ -115,19 +116,31 @@ def test_jitter_applies_each_images_ops_in_its_own_order(images: torch.Tensor) -
     assert not params.applied.all() and params.applied.any(), "draw some of each (seeded)"
 
 
-def test_jitter_without_hue_and_with_hue_first_or_last(images: torch.Tensor) -> None:
-    x = as_float(images[:4])
-    factors = {"brightness": torch.full((4,), 1.3), "saturation": torch.full((4,), 0.5),
-               "hue": torch.full((4,), 0.2)}
-    order = torch.tensor([[3, 0, 1, 2], [0, 1, 2, 3], [2, 3, 0, 1], [1, 0, 3, 2]])
-    ours = color_jitter(x, JitterParams(torch.ones(4, dtype=torch.bool), factors, order))
-    for i in range(4):
-        expected = x[i]
-        for op_index in order[i].tolist():
-            name = JITTER_OPS[op_index]
-            if name in factors:
-                expected = getattr(TF, f"adjust_{name}")(expected, float(factors[name][i]))
-        torch.testing.assert_close(ours[i], expected, atol=1e-5, rtol=0)
+@pytest.mark.parametrize("hue", [0.0, 0.2])
+def test_jitter_equals_torchvisions_color_jitter_for_every_op_order(images: torch.Tensor,
+                                                                     hue: float) -> None:
+    """All 24 orders of the four ops, one image each, with the same factors and order given to
+    torchvision's ColorJitter; with hue 0 the op at the fourth position must run too (it was
+    skipped once, leaving 3 of 4 jittered images without one of their ops)."""
+    orders = torch.tensor(list(itertools.permutations(range(len(JITTER_OPS)))))  # (24, 4)
+    x = as_float(images.repeat(2, 1, 1, 1)[: len(orders)])
+    n = len(orders)
+    generator = torch.Generator().manual_seed(11)
+    factors = {name: torch.empty(n).uniform_(0.6, 1.4, generator=generator)
+               for name in JITTER_OPS[:3]}
+    if hue > 0:
+        factors["hue"] = torch.empty(n).uniform_(-hue, hue, generator=generator)
+    ours = color_jitter(x, JitterParams(torch.ones(n, dtype=torch.bool), factors, orders))
+    reference = v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=hue)
+    for i in range(n):
+        params = {"fn_idx": orders[i],
+                  **{f"{name}_factor": float(factors[name][i]) if name in factors else None
+                     for name in JITTER_OPS}}
+        expected = reference.transform(x[i], params)
+        torch.testing.assert_close(ours[i], expected, atol=1e-5, rtol=0,
+                                   msg=f"order {orders[i].tolist()}, hue {hue}")
+        unchanged = (ours[i] - x[i]).abs().max()
+        assert unchanged > 1e-3, f"order {orders[i].tolist()}: the image was not jittered"
 
 
 # ----------------------------------------------------------------------------------------------
