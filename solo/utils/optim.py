@@ -46,7 +46,8 @@ _OPTIMIZERS: dict[str, _OptimizerSpec] = {
     "sgd": _OptimizerSpec(torch.optim.SGD, {"momentum": 0.9, "nesterov": False, "dampening": 0.0}),
     # solo-learn's LARS defaults; its configs turn on clip_lr and exclude_bias_n_norm explicitly
     "lars": _OptimizerSpec(LARS, {"momentum": 0.9, "eta": 1e-3, "clip_lr": False,
-                                  "exclude_bias_n_norm": False, "nesterov": False, "eps": 1e-8}),
+                                  "exclude_bias_n_norm": False, "nesterov": False, "eps": 1e-8,
+                                  "dampening": 0.0}),
     "adam": _OptimizerSpec(torch.optim.Adam, {"betas": (0.9, 0.999), "eps": 1e-8,
                                               "amsgrad": False}),
     "adamw": _OptimizerSpec(torch.optim.AdamW, {"betas": (0.9, 0.999), "eps": 1e-8,
