@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from solo.eval.linear_config import LinearConfig
 from solo.nn.probe import accuracy_at_k
-from solo.utils.lightning_hooks import log_host_values, with_schedule
+from solo.utils.lightning_hooks import accumulation, log_host_values, with_schedule
 from solo.utils.optim import build_optimizer, param_groups, scaled_lr
 
 
@@ -124,12 +124,13 @@ class LinearModel(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         opt = self.cfg.optimizer
         world_size = self.trainer.world_size if self._trainer is not None else 1
-        lr = scaled_lr(opt.lr, opt.batch_size, world_size)  # the head's, first group
+        accumulate = accumulation(self)
+        lr = scaled_lr(opt.lr, opt.batch_size, world_size, accumulate)  # the head's, first group
         groups: list[dict] = [{"name": "linear", "params": list(self.classifier.named_parameters())}]
         if self.finetune:
             backbone = {"name": "backbone", "params": list(self.backbone.named_parameters())}
             if opt.backbone_lr is not None:
-                backbone["lr"] = scaled_lr(opt.backbone_lr, opt.batch_size, world_size)
+                backbone["lr"] = scaled_lr(opt.backbone_lr, opt.batch_size, world_size, accumulate)
             groups.append(backbone)
         optimizer = build_optimizer(opt, param_groups(groups, opt.exclude_bias_n_norm_wd), lr,
                                     classifier_lr=lr)

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from solo.backbones import build_backbone
 from solo.config import SMALL_IMAGE_DATASETS, ExperimentConfig, parse_config
 from solo.nn import OnlineProbe, WeightedKNN
-from solo.utils.lightning_hooks import log_host_values, with_schedule
+from solo.utils.lightning_hooks import accumulation, log_host_values, with_schedule
 from solo.utils.optim import build_optimizer, param_groups, scaled_lr
 
 
@@ -182,8 +182,9 @@ class BaseMethod(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         opt_cfg = self.cfg.optimizer
         world_size = self.trainer.world_size if self._trainer is not None else 1
-        lr = scaled_lr(opt_cfg.lr, opt_cfg.batch_size, world_size)
-        classifier_lr = scaled_lr(opt_cfg.classifier_lr, opt_cfg.batch_size, world_size)
+        accumulate = accumulation(self)
+        lr = scaled_lr(opt_cfg.lr, opt_cfg.batch_size, world_size, accumulate)
+        classifier_lr = scaled_lr(opt_cfg.classifier_lr, opt_cfg.batch_size, world_size, accumulate)
         probes = self.probe_modules()
         groups = [{"name": probes.get(name, name), "params": list(child.named_parameters())}
                   for name, child in self.named_children()]

@@ -19,14 +19,21 @@ def log_host_values(module: pl.LightningModule, values: dict[str, float]) -> Non
         module.log_dict(values, on_step=True, on_epoch=False)
 
 
+def accumulation(module: pl.LightningModule) -> int:
+    """Batches per optimizer step (the trainer's ``accumulate_grad_batches``), 1 when detached."""
+    return int(module.trainer.accumulate_grad_batches) if module._trainer is not None else 1
+
+
 def with_schedule(module: pl.LightningModule, optimizer: Optimizer,
                   scheduler_cfg: SchedulerConfig) -> Any:
     """What ``configure_optimizers`` returns: the optimizer, and its scheduler over the trainer's
-    estimated optimizer steps when the config has one."""
+    estimated optimizer steps when the config has one. Under gradient accumulation the schedule's
+    absolute lrs (``warmup_start_lr``, ``min_lr``) are scaled like every lr, as in solo-learn."""
     attached = module._trainer is not None
     max_epochs = max(1, module.trainer.max_epochs or 1) if attached else 1
     stepping = int(module.trainer.estimated_stepping_batches) if attached else 1
-    scheduler = build_scheduler(scheduler_cfg, optimizer, max(1, stepping // max_epochs), max_epochs)
+    scheduler = build_scheduler(scheduler_cfg, optimizer, max(1, stepping), max_epochs,
+                                lr_multiplier=accumulation(module))
     if scheduler is None:
         return optimizer
     return {"optimizer": optimizer, "lr_scheduler": scheduler}

@@ -91,7 +91,7 @@ def build_optimizer(cfg: OptimizerConfig, groups: list[dict], lr: float,
     return spec.cls(resolved, lr=lr, weight_decay=cfg.weight_decay, **kwargs)
 
 
-def scaled_lr(base_lr: float, batch_size: int, world_size: int) -> float:
-    """Linear scaling rule (Goyal et al. 2017): ``base_lr`` is for a global batch of 256."""
-    return base_lr * batch_size * world_size / 256
-
+def scaled_lr(base_lr: float, batch_size: int, world_size: int, accumulate: int = 1) -> float:
+    """Linear scaling rule (Goyal et al. 2017): ``base_lr`` is for a global batch of 256; gradient
+    accumulation multiplies it once more (solo-learn's rule: the effective batch grows too)."""
+    return base_lr * batch_size * world_size / 256 * accumulate

@@ -1,4 +1,5 @@
-"""Learning-rate schedules: a pure warmup-cosine function and the Lightning scheduler config."""
+"""Learning-rate schedules: solo-learn's warmup-cosine as a pure function and a scheduler, and the
+Lightning scheduler config of every ``scheduler.name``."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import math
 from typing import Optional
 
 import torch
-from torch.optim.lr_scheduler import ExponentialLR, LambdaLR, MultiStepLR, ReduceLROnPlateau
+from torch.optim.lr_scheduler import ExponentialLR, LRScheduler, MultiStepLR, ReduceLROnPlateau
 
 from solo.config import SchedulerConfig
 
@@ -14,46 +15,92 @@ from solo.config import SchedulerConfig
 REDUCE_MONITOR = "train_loss"
 
 
-def warmup_cosine(step: float, warmup_steps: float, total_steps: float, base_lr: float,
+def warmup_cosine(step: int, warmup_steps: float, total_steps: float, base_lr: float,
                   warmup_start_lr: float, min_lr: float) -> float:
-    """Linear warmup from ``warmup_start_lr`` to ``base_lr``, then a half cosine to ``min_lr``.
+    """The lr after ``step`` scheduler steps: solo-learn's linear warmup then cosine, in closed form.
 
-    The warmup reaches ``base_lr`` at ``warmup_steps``; the cosine reaches ``min_lr`` at
-    ``total_steps`` and stays there.
+    The lr rises linearly from ``warmup_start_lr`` at step 0 to ``base_lr`` at step W - 1
+    (W = ``warmup_steps``), is ``base_lr`` at step W, then follows the half cosine that reaches
+    ``min_lr`` at step ``total_steps`` (one past the last optimizer step) and stays there. A W that
+    is not a whole number (warmup epochs x steps per epoch) is what solo-learn's recursive
+    scheduler gives too: the cosine then starts from the last warmup value, at step floor(W).
     """
-    step = max(step, 0)
-    if step >= total_steps:
+    w, t = warmup_steps, total_steps
+    step = max(int(step), 0)
+
+    def warming(e: int) -> float:
+        return warmup_start_lr if e == 0 else warmup_start_lr + e * (base_lr - warmup_start_lr) / (w - 1)
+
+    if step < w:
+        return warming(step)
+    if step == w:
+        return base_lr
+    if step >= t:
         return min_lr
-    if step < warmup_steps:
-        return warmup_start_lr + (base_lr - warmup_start_lr) * step / warmup_steps
-    progress = (step - warmup_steps) / (total_steps - warmup_steps)  # in [0, 1)
-    return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * progress))
+    whole = float(w).is_integer()
+    anchor_step = int(w) if whole else math.floor(w)
+    anchor_lr = base_lr if whole else warming(anchor_step)
+
+    def rise(e: float) -> float:  # 1 + cos(...): 2 where the cosine starts, 0 at total_steps
+        return 1 + math.cos(math.pi * (e - w) / (t - w))
+
+    return min_lr + (anchor_lr - min_lr) * rise(step) / rise(anchor_step)
 
 
-def build_scheduler(cfg: SchedulerConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int,
-                    max_epochs: int) -> Optional[dict]:
+class WarmupCosineLR(LRScheduler):
+    """Every param group follows ``warmup_cosine`` from its own lr, with ``warmup_start_lr`` and
+    ``min_lr`` as absolute values shared by all groups (the probe included), as in solo-learn.
+    A group with ``"fixed_lr": True`` keeps its lr (SimSiam's predictor). Without warmup
+    (``warmup_steps`` 0) each group starts at its own lr; solo-learn starts every group at the
+    first group's lr then, which gives the probe the backbone's lr (a deliberate difference)."""
+
+    # where the schedule comes from the config: a resumed run takes these from its own config (a
+    # longer max_epochs lengthens the cosine) instead of from the checkpoint
+    _FROM_CONFIG = ("warmup_steps", "total_steps", "warmup_start_lr", "min_lr")
+
+    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: float, total_steps: float,
+                 warmup_start_lr: float, min_lr: float, last_epoch: int = -1) -> None:
+        self.warmup_steps, self.total_steps = warmup_steps, total_steps
+        self.warmup_start_lr, self.min_lr = warmup_start_lr, min_lr
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        lrs = []
+        for base_lr, group in zip(self.base_lrs, self.optimizer.param_groups):
+            if group.get("fixed_lr", False):
+                lrs.append(base_lr)
+                continue
+            lrs.append(warmup_cosine(self.last_epoch, self.warmup_steps, self.total_steps, base_lr,
+                                     self.warmup_start_lr, self.min_lr))
+        return lrs
+
+    def state_dict(self) -> dict:
+        return {k: v for k, v in super().state_dict().items() if k not in self._FROM_CONFIG}
+
+
+def build_scheduler(cfg: SchedulerConfig, optimizer: torch.optim.Optimizer, total_steps: int,
+                    max_epochs: int, lr_multiplier: float = 1.0) -> Optional[dict]:
     """The Lightning ``lr_scheduler`` config for ``cfg``, or None for "none".
 
-    "warmup_cosine" counts optimizer steps or epochs as ``cfg.interval`` says. Its
-    ``warmup_start_lr`` and ``min_lr`` are for the first group's lr; every group follows the same
-    shape relative to its own lr, so a probe with 10x the lr keeps 10x throughout. "step",
-    "exponential" and "reduce" update once per epoch; "reduce" monitors ``REDUCE_MONITOR``.
+    ``total_steps`` is the run's number of optimizer steps (Lightning's
+    ``estimated_stepping_batches``). "warmup_cosine" steps every optimizer step (W = warmup_epochs
+    x total_steps / max_epochs, as solo-learn) or every epoch, as ``cfg.interval`` says; its
+    ``warmup_start_lr`` and ``min_lr`` are multiplied by ``lr_multiplier`` (the gradient
+    accumulation factor, as every lr is). "step", "exponential" and "reduce" update once per
+    epoch; "reduce" monitors ``REDUCE_MONITOR``.
     """
     if cfg.name == "none":
         return None
     if cfg.name == "warmup_cosine":
-        per = steps_per_epoch if cfg.interval == "step" else 1
-        if per < 1:
-            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
-        group0 = optimizer.param_groups[0]
-        base_lr = group0.get("initial_lr", group0["lr"])  # initial_lr is set when resuming
-        warmup, total = cfg.warmup_epochs * per, max_epochs * per
-        start, end = cfg.warmup_start_lr / base_lr, cfg.min_lr / base_lr
-
-        def factor(step: int) -> float:
-            return warmup_cosine(step, warmup, total, 1.0, start, end)
-
-        return {"scheduler": LambdaLR(optimizer, factor), "interval": cfg.interval, "frequency": 1}
+        if cfg.interval == "step":
+            if total_steps < 1:
+                raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+            warmup, total = cfg.warmup_epochs * (total_steps / max_epochs), total_steps
+        else:
+            warmup, total = cfg.warmup_epochs, max_epochs
+        scheduler = WarmupCosineLR(optimizer, warmup, total, cfg.warmup_start_lr * lr_multiplier,
+                                   cfg.min_lr * lr_multiplier)
+        return {"scheduler": scheduler, "interval": cfg.interval, "frequency": 1}
     if cfg.name == "step":
         scheduler = MultiStepLR(optimizer, milestones=list(cfg.lr_decay_steps or []),
                                 gamma=cfg.gamma)

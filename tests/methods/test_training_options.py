@@ -92,3 +92,35 @@ def test_a_compiled_backbone_trains_like_the_eager_one(cifar_mini: Path) -> None
     for name, value in eager.state_dict().items():
         torch.testing.assert_close(compiled.state_dict()[name], value, atol=1e-4, rtol=1e-4,
                                    msg=lambda m, name=name: f"{name}: {m}")
+
+
+def test_gradient_accumulation_scales_every_lr_of_the_schedule(cifar_mini: Path) -> None:
+    """solo-learn's rule: under accumulate_grad_batches=A, lr, classifier_lr, warmup_start_lr and
+    min_lr are all multiplied by A; the schedule runs over the optimizer steps."""
+    from tests.utils.test_schedules import recursive_warmup_cosine
+
+    accumulate, epochs = 2, 3
+    cfg = shipped_config("simclr", cifar_mini, [
+        "++knn_eval.enabled=False", f"++accumulate_grad_batches={accumulate}",
+        "++scheduler.warmup_epochs=1", "++scheduler.warmup_start_lr=0.001",
+        "++scheduler.min_lr=0.002"])
+    pl.seed_everything(0, verbose=False)
+    model = METHODS.get(cfg.method)(cfg)
+    seen: list[list[float]] = []
+
+    class RecordLRs(pl.Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+            groups = {g["name"]: g["lr"] for g in optimizer.param_groups}
+            seen.append([groups["backbone"], groups["classifier"]])
+
+    trainer = pl.Trainer(**{**trainer_kwargs(cfg), "max_epochs": epochs, "limit_train_batches": 4,
+                            "limit_val_batches": 0, "logger": False, "enable_progress_bar": False,
+                            "enable_model_summary": False}, callbacks=[RecordLRs()])
+    trainer.fit(model, datamodule=build_pipeline(cfg))
+    steps = epochs * 4 // accumulate  # 2 optimizer steps per epoch
+    assert trainer.global_step == steps == len(seen)
+    scale = 16 / 256 * accumulate  # batch 16, one device
+    reference = recursive_warmup_cosine(steps, 1 * steps / epochs, steps,
+                                        [0.4 * scale, 0.1 * scale], 0.001 * accumulate,
+                                        0.002 * accumulate)
+    assert seen == [pytest.approx(lrs) for lrs in reference]

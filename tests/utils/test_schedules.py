@@ -1,4 +1,5 @@
-"""warmup_cosine at hand-computed points, and the schedulers build_scheduler hands to Lightning."""
+"""warmup_cosine against solo-learn's recursive schedule written out in the test, hand-computed
+points, and the schedulers build_scheduler hands to Lightning."""
 
 import math
 
@@ -10,19 +11,55 @@ from solo.config import SchedulerConfig
 from solo.utils.schedules import REDUCE_MONITOR, build_scheduler, warmup_cosine
 
 
-def lr_at(step: float, warmup: float = 10, total: float = 110) -> float:
+def recursive_warmup_cosine(steps: int, warmup: float, total: float, base_lrs: list[float],
+                            warmup_start_lr: float, min_lr: float) -> list[list[float]]:
+    """solo-learn's LinearWarmupCosineAnnealingLR as it runs: each step's lr from the previous
+    one, per group. Step 0: warmup_start_lr; below W: + (base - start) / (W - 1); at W: base;
+    after W: lr = (lr - min) * (1 + cos(pi (e - W) / (T - W))) / (1 + cos(pi (e - 1 - W) / (T - W)))
+    + min."""
+    history = []
+    lrs = [warmup_start_lr] * len(base_lrs)
+    for e in range(steps):
+        if e == 0:
+            lrs = [warmup_start_lr] * len(base_lrs)
+        elif e < warmup:
+            lrs = [lr + (base - warmup_start_lr) / (warmup - 1) for lr, base in zip(lrs, base_lrs)]
+        elif e == warmup:
+            lrs = list(base_lrs)
+        else:
+            ratio = ((1 + math.cos(math.pi * (e - warmup) / (total - warmup)))
+                     / (1 + math.cos(math.pi * (e - warmup - 1) / (total - warmup))))
+            lrs = [(lr - min_lr) * ratio + min_lr for lr in lrs]
+        history.append(list(lrs))
+    return history
+
+
+@pytest.mark.parametrize("warmup, total", [(10, 110), (3, 40), (1, 20), (2.5, 30), (195.31, 19531),
+                                           (0.4, 12), (7, 7.5)])
+def test_equals_solo_learns_recursive_schedule_step_for_step(warmup, total):
+    base_lrs, start, end = [1.0, 0.1, 0.004], 3e-5, 1e-3
+    steps = int(math.ceil(total))  # every optimizer step of the run
+    reference = recursive_warmup_cosine(steps, warmup, total, base_lrs, start, end)
+    for step in range(steps):
+        ours = [warmup_cosine(step, warmup, total, base, start, end) for base in base_lrs]
+        assert ours == pytest.approx(reference[step], rel=1e-9, abs=1e-12), step
+
+
+def lr_at(step: int, warmup: float = 10, total: float = 110) -> float:
     return warmup_cosine(step, warmup, total, base_lr=1.0, warmup_start_lr=0.1, min_lr=0.2)
 
 
-def test_warmup_is_linear_from_start_to_base():
+def test_warmup_rises_linearly_to_the_base_at_step_w_minus_1():
     assert lr_at(0) == pytest.approx(0.1)
-    assert lr_at(5) == pytest.approx(0.55)
-    assert lr_at(10) == pytest.approx(1.0)
+    assert lr_at(3) == pytest.approx(0.1 + 3 * 0.9 / 9)
+    assert lr_at(9) == pytest.approx(1.0)  # W - 1
+    assert lr_at(10) == pytest.approx(1.0)  # W: still the base, the cosine starts here
 
 
 def test_cosine_midpoint_quarter_and_end():
     assert lr_at(60) == pytest.approx((1.0 + 0.2) / 2)
     assert lr_at(35) == pytest.approx(0.2 + 0.8 * (1 + math.cos(math.pi / 4)) / 2)
+    assert lr_at(109) == pytest.approx(0.2 + 0.8 * (1 + math.cos(math.pi * 99 / 100)) / 2)
     assert lr_at(110) == pytest.approx(0.2)
     assert lr_at(500) == pytest.approx(0.2)
 
@@ -33,8 +70,8 @@ def test_no_warmup_starts_at_base():
 
 
 def test_warmup_as_long_as_training_never_divides_by_zero():
-    assert lr_at(5, warmup=10, total=10) == pytest.approx(0.55)
-    assert lr_at(10, warmup=10, total=10) == pytest.approx(0.2)
+    assert lr_at(5, warmup=10, total=10) == pytest.approx(0.1 + 5 * 0.9 / 9)
+    assert lr_at(10, warmup=10, total=10) == pytest.approx(1.0)
 
 
 def sgd(*lrs: float) -> torch.optim.SGD:
@@ -51,25 +88,43 @@ def lrs_over(optimizer: torch.optim.Optimizer, scheduler, steps: int) -> list[li
 
 
 @pytest.mark.parametrize("interval, per_epoch", [("step", 3), ("epoch", 1)])
-def test_warmup_cosine_scheduler_follows_the_function_in_every_group(interval, per_epoch):
+def test_warmup_cosine_scheduler_gives_every_group_the_absolute_start_and_end(interval, per_epoch):
     cfg = SchedulerConfig(name="warmup_cosine", warmup_epochs=2, warmup_start_lr=0.01,
                           min_lr=0.05, interval=interval)
-    optimizer = sgd(0.5, 5.0)
-    config = build_scheduler(cfg, optimizer, steps_per_epoch=3, max_epochs=6)
+    optimizer = sgd(0.5, 5.0, 0.2)
+    optimizer.param_groups[2]["fixed_lr"] = True  # e.g. SimSiam's predictor: no schedule
+    config = build_scheduler(cfg, optimizer, total_steps=18, max_epochs=6, lr_multiplier=4)
     assert config["interval"] == interval and config["frequency"] == 1
     total = 6 * per_epoch
     seen = lrs_over(optimizer, config["scheduler"], total + 2)
-    for step, (lr, probe_lr) in enumerate(seen):
-        expected = warmup_cosine(step, 2 * per_epoch, total, 0.5, 0.01, 0.05)
-        assert lr == pytest.approx(expected), step
-        assert probe_lr == pytest.approx(10 * expected), step
-    assert seen[0][0] == pytest.approx(0.01) and seen[2 * per_epoch][0] == pytest.approx(0.5)
+    # the absolute values are scaled by the accumulation factor; the bases are the groups' own
+    reference = recursive_warmup_cosine(total + 1, 2 * per_epoch, total, [0.5, 5.0], 0.04, 0.2)
+    for step, (lr, probe_lr, fixed_lr) in enumerate(seen):
+        expected = reference[min(step, total)]
+        assert [lr, probe_lr] == pytest.approx(expected), step
+        assert fixed_lr == 0.2, step
+    assert seen[0][:2] == pytest.approx([0.04, 0.04])  # both groups start at warmup_start_lr
+    assert seen[2 * per_epoch][:2] == pytest.approx([0.5, 5.0])
+    assert seen[total][:2] == pytest.approx([0.2, 0.2])  # and end at min_lr
+
+
+def test_warmup_steps_are_warmup_epochs_times_the_steps_per_epoch_unrounded():
+    # 10 warmup epochs of 1000 with 19531 steps: W = 195.31, so steps 0..195 warm up
+    cfg = SchedulerConfig(name="warmup_cosine", warmup_epochs=10, warmup_start_lr=0.0, min_lr=0.0)
+    optimizer = sgd(1.0)
+    scheduler = build_scheduler(cfg, optimizer, total_steps=19531, max_epochs=1000)["scheduler"]
+    assert scheduler.warmup_steps == pytest.approx(195.31) and scheduler.total_steps == 19531
+    assert scheduler.get_last_lr()[0] == 0.0
+    for _ in range(195):
+        optimizer.step()
+        scheduler.step()
+    assert scheduler.get_last_lr()[0] == pytest.approx(195 / 194.31)  # the last warmup step
 
 
 def test_step_scheduler_decays_at_milestones_per_epoch():
     cfg = SchedulerConfig(name="step", lr_decay_steps=[2, 4], gamma=0.1, interval="step")
     optimizer = sgd(1.0)
-    config = build_scheduler(cfg, optimizer, steps_per_epoch=100, max_epochs=6)
+    config = build_scheduler(cfg, optimizer, total_steps=600, max_epochs=6)
     assert config["interval"] == "epoch"
     seen = [lrs[0] for lrs in lrs_over(optimizer, config["scheduler"], 6)]
     assert seen == pytest.approx([1.0, 1.0, 0.1, 0.1, 0.01, 0.01])
@@ -77,7 +132,7 @@ def test_step_scheduler_decays_at_milestones_per_epoch():
 
 def test_exponential_scheduler_multiplies_by_gamma_each_epoch():
     optimizer = sgd(1.0)
-    config = build_scheduler(SchedulerConfig(name="exponential", gamma=0.5), optimizer, 10, 4)
+    config = build_scheduler(SchedulerConfig(name="exponential", gamma=0.5), optimizer, 40, 4)
     assert config["interval"] == "epoch"
     seen = [lrs[0] for lrs in lrs_over(optimizer, config["scheduler"], 4)]
     assert seen == pytest.approx([1.0, 0.5, 0.25, 0.125])
@@ -85,7 +140,7 @@ def test_exponential_scheduler_multiplies_by_gamma_each_epoch():
 
 def test_reduce_scheduler_monitors_train_loss_and_cuts_lr_after_patience():
     optimizer = sgd(1.0)
-    config = build_scheduler(SchedulerConfig(name="reduce"), optimizer, 10, 20)
+    config = build_scheduler(SchedulerConfig(name="reduce"), optimizer, 200, 20)
     assert config["monitor"] == REDUCE_MONITOR == "train_loss"
     assert config["interval"] == "epoch"
     for _ in range(11):  # the first sets the best loss, then 10 epochs without improvement
@@ -119,7 +174,7 @@ def fit_tiny(scheduler: str) -> tuple[list[float], object]:
             optimizer = torch.optim.SGD(self.parameters(), lr=0.4)
             cfg = SchedulerConfig(name=scheduler, warmup_epochs=1, warmup_start_lr=0.0,
                                   min_lr=0.0)
-            self.config = build_scheduler(cfg, optimizer, steps_per_epoch=4, max_epochs=2)
+            self.config = build_scheduler(cfg, optimizer, total_steps=8, max_epochs=2)
             return {"optimizer": optimizer, "lr_scheduler": self.config}
 
     torch.manual_seed(0)
