@@ -336,6 +336,9 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         check(len(self.augmentations) >= 1, "augmentations", "needs at least one crop group")
         check(self.num_nodes >= 1, "num_nodes", f"must be >= 1, got {self.num_nodes}")
+        check(not (self.knn_eval.enabled and self.data.no_labels), "knn_eval.enabled",
+              "the training images have no labels (data.no_labels is true), so kNN has no bank "
+              "to vote with; set knn_eval.enabled: False")
 
     # derived values -----------------------------------------------------------------------
     @property

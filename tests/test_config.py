@@ -105,3 +105,13 @@ def test_unknown_backbone_is_a_config_error(raw: dict) -> None:
     raw["backbone"]["name"] = "resnet5"
     message = parse_error(raw)
     assert message.startswith("backbone.name: unknown backbone 'resnet5'") and "resnet50" in message
+
+
+def test_knn_without_labelled_training_images_is_a_config_error(raw: dict, cifar_mini: Path) -> None:
+    raw = {**raw, "data": {**raw["data"], "dataset": "custom", "no_labels": True,
+                           "train_path": str(cifar_mini / "train")},
+           "knn_eval": {**raw["knn_eval"], "enabled": True}}
+    with pytest.raises(ConfigError, match=r"knn_eval\.enabled: .*no labels.*knn_eval\.enabled: False"):
+        parse_config(raw)
+    raw["knn_eval"]["enabled"] = False
+    assert parse_config(raw).data.no_labels

@@ -69,12 +69,13 @@ def check_readable(cfg: ExperimentConfig) -> None:
 
 
 def image_list(data: DataConfig, split: str) -> tuple[list[str], Tensor]:
-    """The image files of ``split`` ("train" or "val") in dataset order, and their targets (N,)
-    int64, -1 for unlabelled images. ``data.fraction`` applies to "train", as for the CPU."""
+    """The image files of ``split`` ("train", "val" or "bank", see ``build_dataset``) in dataset
+    order, and their targets (N,) int64, -1 for unlabelled images. ``data.fraction`` applies to
+    the training images, as for the CPU."""
     dataset = build_dataset(data, split, transform=None, indexed=False)
     samples = dataset_files(dataset)
     if samples is None:
-        key = "data.train_path" if split == "train" else "data.val_path"
+        key = "data.val_path" if split == "val" else "data.train_path"
         raise ConfigError(f"{key}: DALI reads image files, but {data.dataset} here is a "
                           f"{type(dataset).__name__}; use data.format 'image_folder' (pipeline "
                           "'cpu'), or store the images as class folders")
@@ -198,7 +199,7 @@ class DALIPipeline(LightningDataModule):
 
     def val_loader(self, split: str, shard_id: int = 0, num_shards: int = 1,
                    device_id: Optional[int] = None) -> DALILoader:
-        """``split`` ("val", or "train" for the kNN bank) in file order, seen through the
+        """``split`` ("val", or "bank" for the kNN bank) in file order, seen through the
         validation transform."""
         from solo.data.dali_ops import val_graph
 

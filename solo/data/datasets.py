@@ -27,7 +27,7 @@ Transform = Callable[[Image.Image], Any]
 DatasetBuilder = Callable[[str, bool, Optional[Transform], DataConfig], Dataset]
 DATASETS: Registry[DatasetBuilder] = Registry("dataset")
 
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "bank")
 
 
 def load_rgb(path: str) -> Image.Image:
@@ -190,19 +190,27 @@ def check_format(data: DataConfig) -> None:
                           f"or use format 'image_folder' with pipeline '{data.pipeline}'")
 
 
+def labelled_items(dataset: Dataset) -> Subset:
+    """The items of ``dataset`` that have a label (target >= 0), read from the targets alone."""
+    targets = dataset_targets(dataset)
+    return Subset(dataset, [i for i, target in enumerate(targets) if target >= 0])
+
+
 def build_dataset(data: DataConfig, split: str, transform: Optional[Transform],
                   indexed: Optional[bool] = None) -> Dataset:
-    """The ``split`` ("train" or "val") of ``data``, each image passed through ``transform``.
+    """The ``split`` of ``data``, each image passed through ``transform``.
 
-    Items are ``(index, views, target)`` for "train" and ``(image, target)`` for "val";
-    ``indexed`` overrides that (the kNN bank reads the training set as ``(image, target)``).
-    ``data.fraction`` applies to the training split only.
+    Splits: "train" and "val"; "bank" is the labelled part of the training set, the feature bank
+    that kNN votes with (STL-10's unlabelled images and custom images without labels have no
+    class to vote for). Items are ``(index, views, target)`` for "train" and ``(image, target)``
+    for the others; ``indexed`` overrides that. ``data.fraction`` applies to "train" and "bank".
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got '{split}'")
     check_format(data)
-    train = split == "train"
-    key, path = ("data.train_path", data.train_path) if train else ("data.val_path", data.val_path)
+    from_train = split != "val"
+    key, path = (("data.train_path", data.train_path) if from_train
+                 else ("data.val_path", data.val_path))
     if not path:
         raise ConfigError(f"{key} is not set")
     path = os.path.expanduser(str(path))
@@ -210,9 +218,14 @@ def build_dataset(data: DataConfig, split: str, transform: Optional[Transform],
         if data.format == "h5":
             dataset = H5Images(path, transform)
         else:
-            dataset = DATASETS.get(data.dataset)(path, train, transform, data)
+            dataset = DATASETS.get(data.dataset)(path, from_train, transform, data)
     except FileNotFoundError as error:
         raise FileNotFoundError(f"{key}: {error}") from None
-    if train and 0 < data.fraction < 1:
+    if from_train and 0 < data.fraction < 1:
         dataset = stratified_subset(dataset, data.fraction)
-    return IndexedDataset(dataset) if (train if indexed is None else indexed) else dataset
+    if split == "bank":
+        dataset = labelled_items(dataset)
+        if len(dataset) == 0:
+            raise ConfigError(f"{key}: '{path}' holds no labelled images, so there is no kNN "
+                              "bank; turn kNN off (knn_eval.enabled: False)")
+    return IndexedDataset(dataset) if (split == "train" if indexed is None else indexed) else dataset

@@ -168,7 +168,17 @@ class GPUPipeline(LightningDataModule):
 
     # -- reading a split once --------------------------------------------------------------------
     def _split(self, split: str) -> tuple[Tensor, Tensor] | list[tuple[str, int]]:
-        """A split kept on the device (images, targets), or its files when it is streamed."""
+        """A split kept on the device (images, targets), or its files when it is streamed. The kNN
+        bank ("bank") is the labelled part of the training split, taken from it: not read twice."""
+        if split == "bank" and split not in self._splits:
+            train = self._split("train")
+            if isinstance(train, list):
+                self._splits[split] = [(path, target) for path, target in train if target >= 0]
+            else:
+                images, targets = train
+                labelled = targets >= 0  # one host sync, once per run
+                self._splits[split] = train if bool(labelled.all()) else (images[labelled],
+                                                                        targets[labelled])
         if split not in self._splits:
             data = self.cfg.data
             dataset = build_dataset(data, split, None, indexed=False)

@@ -9,8 +9,8 @@ The batch contract, the same for every pipeline, so that methods never depend on
   ``targets`` (B,) int64, -1 for unlabelled images.
 - validation batches are ``(images, targets)``. ``val_dataloader`` returns a list: loader 0 is the
   validation set; loader 1, only when ``knn_eval.enabled``, is the training set with the validation
-  transform, the kNN classifier's feature bank. The list is empty when there is no ``val_path``
-  or ``no_validation`` is set.
+  transform, the kNN classifier's feature bank (its labelled images only). The list is empty
+  when there is no ``val_path`` or ``no_validation`` is set.
 
 A GPU pipeline may load uint8 images and make the views in ``on_after_batch_transfer`` (a
 LightningDataModule hook that runs on the device), delivering the same contract.
@@ -65,12 +65,12 @@ class CPUPipeline(LightningDataModule):
 
 
 def validation_splits(cfg: ExperimentConfig) -> list[str]:
-    """The splits behind the validation loaders of the contract, in order: "val", then "train"
-    (read with the validation transform) as the kNN bank when kNN is on; none without a
-    ``val_path`` or with ``no_validation``."""
+    """The splits behind the validation loaders of the contract, in order: "val", then "bank"
+    (the labelled training images, read with the validation transform) as the kNN bank when kNN
+    is on; none without a ``val_path`` or with ``no_validation``."""
     if not cfg.data.val_path or cfg.no_validation:
         return []
-    return ["val", "train"] if cfg.knn_eval.enabled else ["val"]
+    return ["val", "bank"] if cfg.knn_eval.enabled else ["val"]
 
 
 def resolve_pipeline(cfg: ExperimentConfig) -> str:

@@ -8,7 +8,7 @@ of 4 k x 8 temperatures costs one similarity matrix per distance, not 32.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,12 +30,12 @@ from solo.nn.knn import similarity, vote
 
 @dataclass(frozen=True)
 class KnnRow:
-    """One line of the table: accuracies in [0, 1]."""
+    """One line of the table: accuracies in [0, 1]. Euclidean votes use no temperature (None)."""
 
     feature: str
     distance: str
     k: int
-    temperature: float
+    temperature: Optional[float]
     acc1: float
     acc5: float
 
@@ -45,7 +45,8 @@ def knn_sweep(bank: Tensor, bank_targets: Tensor, queries: Tensor, query_targets
               ks: Sequence[int], temperatures: Sequence[float], distances: Sequence[str],
               num_classes: int | None = None, feature: str = "backbone",
               device: torch.device | str | None = None, chunk_size: int = 1024) -> list[KnnRow]:
-    """Weighted-kNN acc@1/acc@5 of every query for every (distance, k, temperature).
+    """Weighted-kNN acc@1/acc@5 of every query for every (distance, k, temperature); euclidean
+    votes (1 / (d + 1e-5)) have no temperature, so they give one row per k.
 
     ``bank`` (N, F) and ``queries`` (Q, F) are the training and evaluation features. The work runs
     on ``device`` (default: the bank's) in float32; ``chunk_size`` queries at a time bound memory
@@ -72,7 +73,7 @@ def knn_sweep(bank: Tensor, bank_targets: Tensor, queries: Tensor, query_targets
     largest_k = min(max(ks), len(bank))
 
     # hits[(distance, k, T)] = [acc@1 hits, acc@5 hits], summed over query chunks
-    hits: dict[tuple[str, int, float], list[int]] = {}
+    hits: dict[tuple[str, int, Optional[float]], list[int]] = {}
     for distance in distances:
         for chunk, targets in zip(queries.split(chunk_size), query_targets.split(chunk_size)):
             chunk, targets = chunk.to(device).float(), targets.to(device).long()
@@ -80,9 +81,9 @@ def knn_sweep(bank: Tensor, bank_targets: Tensor, queries: Tensor, query_targets
             neighbour_targets = bank_targets[idx]
             for k in ks:
                 k_used = min(k, largest_k)
-                for temperature in temperatures:
-                    scores = vote(sim[:, :k_used], neighbour_targets[:, :k_used], temperature,
-                                  num_classes)
+                for temperature in (temperatures if distance == "cosine" else [None]):
+                    scores = vote(sim[:, :k_used], neighbour_targets[:, :k_used], num_classes,
+                                  distance, temperature)
                     correct = scores.topk(top, dim=1).indices.eq(targets.unsqueeze(1))
                     counts = hits.setdefault((distance, k, temperature), [0, 0])
                     counts[0] += int(correct[:, 0].sum())
@@ -97,7 +98,8 @@ def format_table(rows: Sequence[KnnRow]) -> str:
     header = f"{'feature':<10} {'distance':<10} {'k':>5} {'T':>6} {'acc@1':>7} {'acc@5':>7}"
     lines = [header, "-" * len(header)]
     for row in rows:
-        lines.append(f"{row.feature:<10} {row.distance:<10} {row.k:>5} {row.temperature:>6g} "
+        temperature = "-" if row.temperature is None else f"{row.temperature:g}"
+        lines.append(f"{row.feature:<10} {row.distance:<10} {row.k:>5} {temperature:>6} "
                      f"{100 * row.acc1:>7.2f} {100 * row.acc5:>7.2f}")
     return "\n".join(lines)
 
@@ -142,13 +144,13 @@ def evaluate_knn(cfg: KnnConfig) -> KnnReport:
     transform = eval_transform(cfg.data, pretrained.cfg)
     backbone = pretrained.backbone.to(device).eval()
     encoded = {}
-    for split in ("train", "val"):
+    # the bank is the labelled training images: STL-10's unlabelled ones are never read
+    for split in ("bank", "val"):
         loader = build_loader(cfg.data, split, transform, cfg.batch_size, cfg.workers)
         encoded[split] = extract_features(backbone, loader, device, cfg.precision)
-    (bank, bank_targets), (queries, targets) = encoded["train"], encoded["val"]
-    if (bank_targets < 0).any() or (targets < 0).any():
-        raise ValueError("kNN needs labelled images (class folders) in data.train_path and "
-                         "data.val_path")
+    (bank, bank_targets), (queries, targets) = encoded["bank"], encoded["val"]
+    if (targets < 0).any():
+        raise ValueError("kNN needs labelled images (class folders) in data.val_path")
     num_classes = max(cfg.data.num_classes or 0, int(bank_targets.max()) + 1, int(targets.max()) + 1)
 
     report = KnnReport(str(path), str(device), len(bank), len(queries))

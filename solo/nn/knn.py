@@ -1,5 +1,8 @@
 """Weighted k-nearest-neighbour classifier (Wu et al., arXiv:1805.01978) for online evaluation.
 
+As in solo-learn: with the cosine distance a neighbour votes with weight exp(sim / T); with the
+euclidean distance with weight 1 / (d + 1e-5), and the temperature plays no part.
+
 Features and similarities are kept in float32 whatever the training precision: fp16 features and
 exp(sim / T) in fp16 overflow (1 / 0.07 > 14, e^14 is close to fp16's maximum), which drives the
 votes to inf/nan and the accuracy to chance.
@@ -7,24 +10,44 @@ votes to inf/nan and the accuracy to chance.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from solo.utils.precision import full_float32
+
+
+DISTANCES = ("cosine", "euclidean")
+EUCLIDEAN_EPSILON = 1e-5  # solo-learn's: keeps an exact duplicate's weight finite
+
 
 def similarity(queries: Tensor, bank: Tensor, distance: str) -> Tensor:
-    """(Q, N) cosine similarities, or negative euclidean distances, of queries to bank entries."""
+    """(Q, N) cosine similarities, or negative euclidean distances, of queries to bank entries:
+    larger is nearer for both, so ``topk`` finds the neighbours."""
+    with full_float32():
+        if distance == "cosine":
+            return F.normalize(queries, dim=1) @ F.normalize(bank, dim=1).T
+        return -torch.cdist(queries, bank)
+
+
+def neighbour_weights(sim: Tensor, distance: str, temperature: Optional[float]) -> Tensor:
+    """The vote of each of a query's k nearest neighbours, from their (Q, k) ``similarity``,
+    sorted best first. Cosine: exp(sim / T), computed as exp((sim - best) / T), which scales a
+    query's votes by one constant (the same winner) and cannot overflow. Euclidean:
+    1 / (d + 1e-5) with d = -sim; no temperature."""
     if distance == "cosine":
-        return F.normalize(queries, dim=1) @ F.normalize(bank, dim=1).T
-    return -torch.cdist(queries, bank)
+        assert temperature is not None, "cosine votes need a temperature"
+        return ((sim - sim[:, :1]) / temperature).exp()
+    return 1 / (-sim + EUCLIDEAN_EPSILON)
 
 
-def vote(sim: Tensor, neighbour_targets: Tensor, temperature: float, num_classes: int) -> Tensor:
+def vote(sim: Tensor, neighbour_targets: Tensor, num_classes: int, distance: str,
+         temperature: Optional[float]) -> Tensor:
     """Class scores (Q, num_classes) from the (Q, k) similarities of each query's k nearest
     neighbours, sorted best first, and their labels."""
-    weights = ((sim - sim[:, :1]) / temperature).exp()  # best neighbour weighs 1
+    weights = neighbour_weights(sim, distance, temperature)
     votes = torch.zeros(len(sim), num_classes, device=sim.device)
     return votes.scatter_add_(1, neighbour_targets, weights)
 
@@ -32,15 +55,15 @@ def vote(sim: Tensor, neighbour_targets: Tensor, temperature: float, num_classes
 class WeightedKNN:
     """Accumulates a labelled feature bank and query features, then votes.
 
-    Each of the k nearest bank entries votes for its class with weight exp(sim / T), where sim is
-    the cosine similarity or the negative euclidean distance. Weights are computed relative to the
-    best neighbour of each query, which leaves the vote unchanged and cannot overflow.
+    Each of the k nearest bank entries votes for its class (``neighbour_weights``). Bank rows
+    without a label (target -1: STL-10's unlabelled images) have no class to vote for and are
+    left out.
     """
 
     def __init__(self, k: int = 20, temperature: float = 0.07, distance: str = "cosine",
                  chunk_size: int = 512) -> None:
-        if distance not in ("cosine", "euclidean"):
-            raise ValueError(f"distance must be 'cosine' or 'euclidean', got '{distance}'")
+        if distance not in DISTANCES:
+            raise ValueError(f"distance must be one of {DISTANCES}, got '{distance}'")
         self.k, self.temperature, self.distance, self.chunk_size = k, temperature, distance, chunk_size
         self.reset()
 
@@ -74,7 +97,8 @@ class WeightedKNN:
         scores = []
         for chunk in queries.split(self.chunk_size):
             sim, idx = self._similarity(chunk, bank).topk(k, dim=1)  # (q, k)
-            scores.append(vote(sim, bank_targets[idx], self.temperature, num_classes))
+            scores.append(vote(sim, bank_targets[idx], num_classes, self.distance,
+                               self.temperature))
         return torch.cat(scores)
 
     @torch.no_grad()
@@ -88,6 +112,11 @@ class WeightedKNN:
         bank, bank_targets = torch.cat(self._bank), torch.cat(self._bank_targets)
         if gather is not None:
             bank, bank_targets = gather(bank), gather(bank_targets)
+        labelled = bank_targets >= 0  # indexing syncs with the host: once per validation
+        bank, bank_targets = bank[labelled], bank_targets[labelled]
+        if len(bank) == 0:
+            raise ValueError("the kNN bank has no labelled images (all targets are -1); turn kNN "
+                             "off with knn_eval.enabled: False")
         queries, targets = torch.cat(self._queries), torch.cat(self._query_targets)
         num_classes = num_classes or int(max(bank_targets.max(), targets.max())) + 1
         scores = self.predict(queries, bank, bank_targets, num_classes)

@@ -102,9 +102,10 @@ def test_torchvision_cifar_files(tmp_path: Path, layout: str) -> None:
     assert target == test_labels[19] and val.classes == CLASSES
 
 
-def test_torchvision_stl10_files(tmp_path: Path) -> None:
-    folder = tmp_path / "stl10_binary"
-    folder.mkdir()
+def write_stl10_binary(root: Path) -> tuple[np.ndarray, list[int], np.ndarray, np.ndarray, list[int]]:
+    """A small ``stl10_binary`` folder of real images: 10 labelled, 20 unlabelled, 10 test."""
+    folder = root / "stl10_binary"
+    folder.mkdir(parents=True)
     train_images, train_labels = mini_images("train", per_class=1, size=96)
     unlabeled_images, _ = mini_images("train", per_class=2, size=96)
     test_images, test_labels = mini_images("test", per_class=1, size=96)
@@ -114,7 +115,11 @@ def test_torchvision_stl10_files(tmp_path: Path) -> None:
         images.transpose(0, 3, 2, 1).tofile(folder / f"{name}_X.bin")
     for name, labels in [("train", train_labels), ("test", test_labels)]:
         (np.asarray(labels, dtype=np.uint8) + 1).tofile(folder / f"{name}_y.bin")  # 1-based
+    return train_images, train_labels, unlabeled_images, test_images, test_labels
 
+
+def test_torchvision_stl10_files(tmp_path: Path) -> None:
+    train_images, _, unlabeled_images, test_images, _ = write_stl10_binary(tmp_path)
     data = data_config(dataset="stl10", train_path=str(tmp_path), val_path=str(tmp_path))
     train, val = build_dataset(data, "train", None), build_dataset(data, "val", None)
     assert len(train) == 30 and len(val) == 10
@@ -127,6 +132,22 @@ def test_torchvision_stl10_files(tmp_path: Path) -> None:
     image, target = val[9]
     np.testing.assert_array_equal(np.asarray(image), test_images[9])
     assert target == 9
+
+
+def test_knn_bank_is_the_labelled_part_of_the_training_set(tmp_path: Path) -> None:
+    train_images, train_labels, _, _, _ = write_stl10_binary(tmp_path)
+    data = data_config(dataset="stl10", train_path=str(tmp_path), val_path=str(tmp_path))
+    bank = build_dataset(data, "bank", None)
+    assert len(bank) == 10  # train+unlabeled holds 30; only the 10 labelled ones vote
+    for i in range(10):
+        image, target = bank[i]
+        np.testing.assert_array_equal(np.asarray(image), train_images[i])
+        assert target == train_labels[i]
+    # a folder without labels has no bank at all: a config error that says what to do
+    copy_slice(tmp_path / "plain", ["cat"], 2)
+    with pytest.raises(ConfigError, match=r"data.train_path: .* no labelled images.*knn_eval"):
+        build_dataset(data_config(dataset="custom", no_labels=True,
+                                  train_path=str(tmp_path / "plain")), "bank", None)
 
 
 def test_custom_without_labels(tmp_path: Path) -> None:

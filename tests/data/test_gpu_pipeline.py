@@ -124,3 +124,25 @@ def test_streamed_epochs_reshuffle_with_persistent_workers(cifar_mini: Path) -> 
     assert batches.loader._iterator is workers  # not started again for the next epoch
     assert sorted(first.tolist()) == sorted(second.tolist()) == list(range(64))
     assert not torch.equal(first, second)  # the next epoch has its own order
+
+
+@pytest.mark.parametrize("resident_max_gb", [16.0, 0.0], ids=["resident", "streamed"])
+def test_knn_bank_keeps_only_labelled_training_images(cifar_mini: Path, tmp_path: Path,
+                                                      resident_max_gb: float) -> None:
+    """A custom folder where some images have no label: the bank is built from the training split
+    already on the device (not read twice) and holds only the labelled ones."""
+    cfg = pipeline_config(cifar_mini, f"++data.resident_max_gb={resident_max_gb}")
+    pipeline = build_pipeline(cfg)
+    pipeline._split("train")  # read once
+    if resident_max_gb > 0:
+        images, targets = pipeline._splits["train"]
+        targets[::3] = -1  # as STL-10's unlabelled images are
+        labelled = int((targets >= 0).sum())
+    else:
+        files = pipeline._splits["train"]
+        pipeline._splits["train"] = files = [(p, -1 if i % 3 == 0 else t)
+                                             for i, (p, t) in enumerate(files)]
+        labelled = sum(t >= 0 for _, t in files)
+    _, bank = pipeline.val_dataloader()
+    seen = torch.cat([batch_targets for _, batch_targets in bank])
+    assert (seen >= 0).all() and len(seen) == labelled

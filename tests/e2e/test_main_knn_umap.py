@@ -18,6 +18,7 @@ from torchvision.datasets import ImageFolder
 from solo.data import build_val_transform
 from solo.methods import BYOL
 from solo.pretrain import pretrain
+from tests.data.test_datasets import write_stl10_binary
 from tests.helpers import ROOT, shipped_config
 
 pytestmark = pytest.mark.slow
@@ -67,14 +68,16 @@ def data_overrides(data: Path) -> list[str]:
             "++accelerator=cpu", "++num_workers=0", "++batch_size=50"]
 
 
-def table_rows(stdout: str) -> dict[tuple[str, str, int, float], tuple[float, float]]:
+def table_rows(stdout: str) -> dict[tuple[str, str, int, float | None], tuple[float, float]]:
+    """The kNN table's rows by (feature, distance, k, T); T is None for euclidean ("-")."""
     rows = {}
     for line in stdout.splitlines():
-        match = re.fullmatch(r"(backbone|projector)\s+(euclidean|cosine)\s+(\d+)\s+([\d.e-]+)\s+"
+        match = re.fullmatch(r"(backbone|projector)\s+(euclidean|cosine)\s+(\d+)\s+([\d.e-]+|-)\s+"
                              r"([\d.]+)\s+([\d.]+)", line.strip())
         if match:
             feature, distance, k, t, acc1, acc5 = match.groups()
-            rows[(feature, distance, int(k), float(t))] = (float(acc1), float(acc5))
+            temperature = None if t == "-" else float(t)
+            rows[(feature, distance, int(k), temperature)] = (float(acc1), float(acc5))
     return rows
 
 
@@ -104,15 +107,15 @@ def test_knn_table_and_clustering(run_dir: Path, data_slice: Path, tmp_path: Pat
     assert f"kNN of {10 * TEST_PER_CLASS} evaluation images against {10 * TRAIN_PER_CLASS} " \
            "training images on cpu" in out
     rows = table_rows(out)
-    # one table: every feature x distance x k x temperature, each once
-    assert sorted(rows) == sorted((f, d, k, t) for f in ("backbone", "projector")
-                                  for d in ("euclidean", "cosine") for k in (1, 5, 20)
-                                  for t in (0.07, 1.0))
+    # one table: every feature x k x (cosine x temperature, euclidean without one), each once
+    expected_rows = [(f, "cosine", k, t) for f in ("backbone", "projector") for k in (1, 5, 20)
+                     for t in (0.07, 1.0)]
+    expected_rows += [(f, "euclidean", k, None) for f in ("backbone", "projector") for k in (1, 5, 20)]
+    assert sorted(rows, key=str) == sorted(expected_rows, key=str)
     for acc1, acc5 in rows.values():
         assert 0 <= acc1 <= acc5 <= 100
-    for feature in ("backbone", "projector"):
-        for distance in ("euclidean", "cosine"):  # one neighbour: the temperature cannot matter
-            assert rows[(feature, distance, 1, 0.07)] == rows[(feature, distance, 1, 1.0)]
+    for feature in ("backbone", "projector"):  # one neighbour: the temperature cannot matter
+        assert rows[(feature, "cosine", 1, 0.07)] == rows[(feature, "cosine", 1, 1.0)]
     # the backbone's 1-NN accuracy, recomputed here from the checkpoint by other means
     checkpoint = next(run_dir.glob("*.ckpt"))
     expected = 100 * nearest_neighbour_accuracy(checkpoint, data_slice)
@@ -124,6 +127,21 @@ def test_knn_table_and_clustering(run_dir: Path, data_slice: Path, tmp_path: Pat
     for _, nmi, ami, ari, acc in clustering:
         assert 0 <= float(nmi) <= 100 and -100 <= float(ami) <= 100 and -100 <= float(ari) <= 100
         assert 10 <= float(acc) <= 100  # the best mapping is never worse than one class in ten
+
+
+def test_knn_on_stl10_votes_with_the_labelled_training_images(run_dir: Path, tmp_path: Path) -> None:
+    """STL-10's train split is train+unlabeled: the unlabelled images are left out of the bank
+    (they have no class to vote for) instead of the dataset being refused."""
+    write_stl10_binary(tmp_path / "stl10")
+    result = run("main_knn.py", tmp_path, *config("knn"), f"++pretrained_checkpoint_dir={run_dir}",
+                 "++data.dataset=stl10", f"++data.train_path={tmp_path / 'stl10'}",
+                 f"++data.val_path={tmp_path / 'stl10'}", "++accelerator=cpu", "++num_workers=0",
+                 "++k=[1,5]", "++temperature=[0.1]")
+    assert result.returncode == 0, result.stderr[-3000:]
+    # 10 labelled + 20 unlabelled training images: the bank holds the 10 labelled ones
+    assert "kNN of 10 evaluation images against 10 training images on cpu" in result.stdout
+    rows = table_rows(result.stdout)
+    assert ("backbone", "cosine", 5, 0.1) in rows and ("projector", "euclidean", 1, None) in rows
 
 
 def test_knn_without_projector_fails_clearly(run_dir: Path, data_slice: Path, tmp_path: Path) -> None:

@@ -17,8 +17,9 @@ from tests.helpers import shipped_config
 
 
 def reference_votes(query: torch.Tensor, bank: torch.Tensor, labels: torch.Tensor, k: int,
-                    temperature: float, distance: str, num_classes: int) -> list[float]:
-    """One query, element by element: the k most similar bank rows vote exp(sim / T)."""
+                    temperature: float | None, distance: str, num_classes: int) -> list[float]:
+    """One query, element by element: the k nearest bank rows vote exp(cos / T) (cosine) or
+    1 / (d + 1e-5) (euclidean, solo-learn's weight, no temperature)."""
     sims = []
     for row in bank:
         if distance == "cosine":
@@ -30,7 +31,10 @@ def reference_votes(query: torch.Tensor, bank: torch.Tensor, labels: torch.Tenso
     nearest = sorted(range(len(bank)), key=lambda i: -sims[i])[:k]
     votes = [0.0] * num_classes
     for i in nearest:
-        votes[int(labels[i])] += math.exp(sims[i] / temperature)
+        if distance == "cosine":
+            votes[int(labels[i])] += math.exp(sims[i] / temperature)
+        else:
+            votes[int(labels[i])] += 1 / (-sims[i] + 1e-5)
     return votes
 
 
@@ -59,7 +63,9 @@ def test_grid_matches_the_slow_reference_for_every_setting() -> None:
     ks, temperatures = [1, 4, 15, 60], [0.05, 0.2, 1.0]
     rows = knn_sweep(bank, labels, queries, targets, ks, temperatures, ["euclidean", "cosine"],
                      num_classes, feature="backbone", chunk_size=7)  # several query chunks
-    assert len(rows) == 2 * len(ks) * len(temperatures)
+    # cosine: every (k, T); euclidean: one row per k, without a temperature
+    assert len(rows) == len(ks) * len(temperatures) + len(ks)
+    assert {r.temperature for r in rows if r.distance == "euclidean"} == {None}
     for row in rows:
         acc1, acc5_low, acc5_high = reference_accuracies(bank, labels, queries, targets, row.k,
                                                          row.temperature, row.distance, num_classes)
@@ -79,6 +85,12 @@ def test_grid_agrees_with_the_online_knn() -> None:
     online.add_queries(queries, targets)
     acc1, acc5 = online.compute(10)
     [row] = knn_sweep(bank, labels, queries, targets, [20], [0.07], ["cosine"], 10)
+    assert (row.acc1, row.acc5) == pytest.approx((float(acc1), float(acc5)))
+    online = WeightedKNN(k=20, temperature=0.07, distance="euclidean")
+    online.add_bank(bank, labels)
+    online.add_queries(queries, targets)
+    acc1, acc5 = online.compute(10)
+    [row] = knn_sweep(bank, labels, queries, targets, [20], [0.07], ["euclidean"], 10)
     assert (row.acc1, row.acc5) == pytest.approx((float(acc1), float(acc5)))
 
 
@@ -106,11 +118,11 @@ def test_bad_arguments_are_rejected() -> None:
 
 def test_table_has_one_line_per_setting() -> None:
     rows = [KnnRow("backbone", "cosine", 20, 0.07, 0.5, 0.875),
-            KnnRow("projector", "euclidean", 200, 1.0, 0.25, 1.0)]
+            KnnRow("projector", "euclidean", 200, None, 0.25, 1.0)]
     lines = format_table(rows).splitlines()
     assert lines[0].split() == ["feature", "distance", "k", "T", "acc@1", "acc@5"]
     assert lines[2].split() == ["backbone", "cosine", "20", "0.07", "50.00", "87.50"]
-    assert lines[3].split() == ["projector", "euclidean", "200", "1", "25.00", "100.00"]
+    assert lines[3].split() == ["projector", "euclidean", "200", "-", "25.00", "100.00"]
 
 
 def test_extract_features_keeps_order_and_dtypes() -> None:

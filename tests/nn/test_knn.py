@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from solo.nn import WeightedKNN
@@ -37,6 +38,44 @@ def test_fp16_features_at_small_temperature_do_not_overflow() -> None:
     knn.add_queries(torch.eye(3).half() + 0.01, torch.arange(3))
     acc1, acc5 = knn.compute(num_classes=3)
     assert acc1 == 1.0 and acc5 == 1.0
+
+
+def test_euclidean_votes_are_inverse_distances_without_temperature() -> None:
+    """solo-learn's euclidean weight: 1 / (d + 1e-5); the temperature plays no part."""
+    g = torch.Generator().manual_seed(3)
+    bank, labels = torch.randn(40, 5, generator=g), torch.randint(0, 3, (40,), generator=g)
+    queries = torch.randn(4, 5, generator=g)
+    scores = {t: WeightedKNN(k=6, temperature=t, distance="euclidean").predict(queries, bank, labels, 3)
+              for t in (0.07, 5.0)}
+    torch.testing.assert_close(scores[0.07], scores[5.0])
+    for q, row in zip(queries, scores[0.07]):
+        distances = [float((q - b).norm()) for b in bank]
+        nearest = sorted(range(len(bank)), key=lambda i: distances[i])[:6]
+        expected = [0.0] * 3
+        for i in nearest:
+            expected[int(labels[i])] += 1 / (distances[i] + 1e-5)
+        torch.testing.assert_close(row, torch.tensor(expected), rtol=1e-5, atol=0)
+
+
+def test_unlabelled_bank_rows_are_left_out_of_the_vote() -> None:
+    """STL-10's train+unlabeled bank: rows with target -1 must not crash the scatter, nor vote."""
+    g = torch.Generator().manual_seed(4)
+    labelled, labels = torch.randn(30, 8, generator=g), torch.randint(0, 3, (30,), generator=g)
+    unlabelled = torch.randn(50, 8, generator=g)
+    queries, targets = torch.randn(10, 8, generator=g), torch.randint(0, 3, (10,), generator=g)
+    with_unlabelled, only_labelled = (WeightedKNN(k=5, distance="cosine") for _ in range(2))
+    with_unlabelled.add_bank(labelled[:15], labels[:15])
+    with_unlabelled.add_bank(unlabelled, torch.full((50,), -1))
+    with_unlabelled.add_bank(labelled[15:], labels[15:])
+    only_labelled.add_bank(labelled, labels)
+    for knn in (with_unlabelled, only_labelled):
+        knn.add_queries(queries, targets)
+    assert with_unlabelled.compute(3) == only_labelled.compute(3)
+    nothing = WeightedKNN(k=5)
+    nothing.add_bank(unlabelled, torch.full((50,), -1))
+    nothing.add_queries(queries, targets)
+    with pytest.raises(ValueError, match="knn_eval.enabled"):
+        nothing.compute(3)
 
 
 def test_euclidean_picks_the_nearest() -> None:

@@ -1,0 +1,36 @@
+"""Where float32 matrix products may use TF32, and where they must not.
+
+``performance.tf32`` lets the backbone and heads use TF32 tensor cores on GPUs that have them
+(Ampere and later). The losses' logits (exp of similarities over temperatures of 0.1 or less) and
+the kNN similarities (the ranking of near neighbours) need every digit of float32, so they run
+inside ``full_float32`` whatever that switch says.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+
+
+def set_tf32(enabled: bool) -> None:
+    """TF32 for float32 matmuls and convolutions on or off, for the whole process."""
+    # the public setter: torch refuses to mix its legacy and new TF32 flags, and this one is
+    # read back correctly through both
+    torch.set_float32_matmul_precision("high" if enabled else "highest")
+    torch.backends.cudnn.allow_tf32 = enabled
+
+
+@contextmanager
+def full_float32() -> Iterator[None]:
+    """Float32 matmuls inside the block are computed in IEEE float32 (no TF32)."""
+    previous = torch.get_float32_matmul_precision()
+    if previous == "highest":
+        yield
+        return
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
