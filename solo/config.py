@@ -273,6 +273,9 @@ class PerformanceConfig:
     # "16"/"16-mixed" runs as bf16-mixed where the device has bfloat16: fp16's loss scaling reads
     # an overflow flag back to the host after every step, which stalls the GPU queue
     bf16: bool = True
+    # TF32 tensor cores for float32 matmuls and convolutions on GPUs that have them (Ampere and
+    # later): about 10 bits of mantissa instead of 23. The losses and kNN stay in full float32
+    tf32: bool = True
     compile: bool = False  # torch.compile the backbones (state-dict keys unchanged)
     compile_mode: str = "default"  # "reduce-overhead" replays the compiled step as CUDA graphs
     compile_backend: str = "inductor"  # torch.compile's backend; modes apply to inductor only

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from solo.utils.precision import full_float32
+
 
 def moco_loss(query: Tensor, key: Tensor, queue: Tensor, temperature: float = 0.1) -> Tensor:
     """InfoNCE with the key as the positive and the queue's columns as negatives.
@@ -17,7 +19,8 @@ def moco_loss(query: Tensor, key: Tensor, queue: Tensor, temperature: float = 0.
     q = F.normalize(query.float(), dim=-1)
     k = F.normalize(key.detach().float(), dim=-1)
     positive = (q * k).sum(dim=-1, keepdim=True)  # (B, 1)
-    negatives = q @ queue.detach().float()  # (B, K)
+    with full_float32():
+        negatives = q @ queue.detach().float()  # (B, K)
     logits = torch.cat([positive, negatives], dim=1) / temperature
     target = torch.zeros(q.size(0), dtype=torch.long, device=q.device)
     return F.cross_entropy(logits, target)

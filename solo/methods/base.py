@@ -19,6 +19,7 @@ from solo.config import SMALL_IMAGE_DATASETS, ExperimentConfig, parse_config
 from solo.nn import OnlineProbe, WeightedKNN
 from solo.utils.lightning_hooks import accumulation, log_host_values, with_schedule
 from solo.utils.optim import build_optimizer, param_groups, scaled_lr
+from solo.utils.precision import set_tf32
 
 
 @dataclass
@@ -198,8 +199,7 @@ class BaseMethod(pl.LightningModule):
             self.channels_last = True
             self.to(memory_format=torch.channels_last)
         if self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True  # float32 heads use the tensor cores
-            torch.backends.cudnn.allow_tf32 = True
+            set_tf32(performance.tf32)
         if performance.compile:
             options = {"backend": performance.compile_backend}
             if performance.compile_backend == "inductor":

@@ -1,0 +1,64 @@
+"""performance.tf32 never reaches the losses' and kNN's float32 matmuls: they run in IEEE float32."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+import torch
+
+from solo.losses import moco_loss, nt_xent_loss
+from solo.nn.knn import similarity
+from solo.utils.precision import full_float32, set_tf32
+
+MATMULS = {torch.matmul, torch.mm, torch.bmm, torch.Tensor.__matmul__, torch.Tensor.matmul,
+           torch.Tensor.mm, torch.einsum}
+
+
+class RecordsMatmulPrecision(torch.Tensor):
+    """A tensor that notes the float32 matmul precision in force at every matmul it takes part in."""
+
+    seen: list[str] = []
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func in MATMULS:
+            cls.seen.append(torch.get_float32_matmul_precision())
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+@pytest.fixture
+def tf32_on() -> Iterator[None]:
+    previous = torch.get_float32_matmul_precision()
+    set_tf32(True)
+    RecordsMatmulPrecision.seen = []
+    yield
+    torch.set_float32_matmul_precision(previous)
+
+
+def recording(*shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(sum(shape))).as_subclass(
+        RecordsMatmulPrecision)
+
+
+def test_losses_and_knn_matmuls_ignore_tf32(tf32_on: None) -> None:
+    assert torch.get_float32_matmul_precision() == "high"  # TF32 allowed for everything else
+    nt_xent_loss(recording(8, 16), torch.arange(4).repeat(2), 0.2)
+    moco_loss(recording(4, 16), recording(4, 16), recording(16, 32), 0.2)
+    similarity(recording(5, 16), recording(9, 16), "cosine")
+    assert len(RecordsMatmulPrecision.seen) >= 3
+    assert set(RecordsMatmulPrecision.seen) == {"highest"}
+    assert torch.get_float32_matmul_precision() == "high"  # restored afterwards
+
+
+def test_full_float32_restores_the_setting_even_after_an_error(tf32_on: None) -> None:
+    with pytest.raises(RuntimeError):
+        with full_float32():
+            assert torch.get_float32_matmul_precision() == "highest"
+            raise RuntimeError("inside")
+    assert torch.get_float32_matmul_precision() == "high"
+    set_tf32(False)
+    assert torch.get_float32_matmul_precision() == "highest"
+    assert not torch.backends.cudnn.allow_tf32
+    set_tf32(True)
+    assert torch.backends.cudnn.allow_tf32
