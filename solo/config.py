@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, ClassVar, Mapping, Optional
 
 from solo.utils.registry import did_you_mean
 from solo.utils.schema import ConfigError, build, check, check_positive, convert, required
@@ -132,6 +132,25 @@ class SolarizationConfig:
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+Normalization = tuple[tuple[float, ...], tuple[float, ...]]
+# each dataset's channel mean and std (solo-learn's values); every other dataset uses ImageNet's
+DATASET_NORMALIZATION: dict[str, Normalization] = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "stl10": ((0.4914, 0.4823, 0.4466), (0.247, 0.243, 0.261)),
+}
+
+
+def dataset_normalization(dataset: str) -> Normalization:
+    """The mean and std that ``dataset``'s images are normalized with unless a config sets them."""
+    return DATASET_NORMALIZATION.get(dataset, (IMAGENET_MEAN, IMAGENET_STD))
+
+
+def resolve_normalization(mean: Optional[list[float]], std: Optional[list[float]],
+                          default: Normalization) -> Normalization:
+    """An explicit ``mean``/``std`` wins; an unset one is ``default``'s."""
+    return (tuple(mean) if mean is not None else tuple(default[0]),
+            tuple(std) if std is not None else tuple(default[1]))
 
 
 @dataclass
@@ -147,8 +166,12 @@ class AugmentationConfig:
     solarization: SolarizationConfig = field(default_factory=SolarizationConfig)
     equalization: ProbabilityConfig = field(default_factory=ProbabilityConfig)
     horizontal_flip: ProbabilityConfig = field(default_factory=ProbabilityConfig)
-    mean: Optional[list[float]] = None  # defaults to ImageNet's statistics
+    mean: Optional[list[float]] = None  # defaults to the dataset's statistics (DATASET_NORMALIZATION)
     std: Optional[list[float]] = None
+
+    # what an unset mean/std stands for: the dataset's statistics, set by ExperimentConfig from
+    # data.dataset; not a config key, so a saved config keeps "unset" (ImageNet's on its own)
+    dataset_normalization: ClassVar[Normalization] = (IMAGENET_MEAN, IMAGENET_STD)
 
     def __post_init__(self) -> None:
         check(self.crop_size >= 1, "crop_size", f"must be >= 1, got {self.crop_size}")
@@ -159,8 +182,9 @@ class AugmentationConfig:
         check(self.std is None or all(s > 0 for s in self.std), "std", f"must be > 0, got {self.std}")
 
     @property
-    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        return tuple(self.mean or IMAGENET_MEAN), tuple(self.std or IMAGENET_STD)
+    def normalization(self) -> Normalization:
+        """(mean, std) of this group's views: the config's, else the dataset's statistics."""
+        return resolve_normalization(self.mean, self.std, self.dataset_normalization)
 
 
 OPTIMIZERS = ("sgd", "lars", "adam", "adamw")
@@ -339,6 +363,8 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         check(len(self.augmentations) >= 1, "augmentations", "needs at least one crop group")
         check(self.num_nodes >= 1, "num_nodes", f"must be >= 1, got {self.num_nodes}")
+        for aug in self.augmentations:  # per instance: shadows the class's ImageNet default
+            aug.dataset_normalization = dataset_normalization(self.data.dataset)
         check(not (self.knn_eval.enabled and self.data.no_labels), "knn_eval.enabled",
               "the training images have no labels (data.no_labels is true), so kNN has no bank "
               "to vote with; set knn_eval.enabled: False")

@@ -79,8 +79,9 @@ def pretraining_transform_settings(cfg: Mapping[str, Any] | None) -> dict[str, A
 
 def eval_transform(data: EvalDataConfig, pretrained_cfg: Mapping[str, Any] | None) -> Callable:
     """The deterministic validation transform, at ``data.augmentations``' crop size and
-    normalization, else the pretraining's, else the dataset's native size and ImageNet's stats."""
-    from solo.config import IMAGENET_MEAN, IMAGENET_STD
+    normalization, else the pretraining's where it set them, else the dataset's native size and
+    channel statistics (DATASET_NORMALIZATION, ImageNet's for other datasets)."""
+    from solo.config import dataset_normalization, resolve_normalization
     from solo.data import build_val_transform
     from solo.eval.linear_config import DEFAULT_CROP_SIZE, IMAGENET_CROP_SIZE
 
@@ -88,8 +89,9 @@ def eval_transform(data: EvalDataConfig, pretrained_cfg: Mapping[str, Any] | Non
     aug = data.augmentations
     crop_size = (aug.crop_size or pretraining.get("crop_size")
                  or DEFAULT_CROP_SIZE.get(data.dataset, IMAGENET_CROP_SIZE))
-    mean = aug.mean or pretraining.get("mean") or IMAGENET_MEAN
-    std = aug.std or pretraining.get("std") or IMAGENET_STD
+    mean, std = resolve_normalization(aug.mean or pretraining.get("mean"),
+                                      aug.std or pretraining.get("std"),
+                                      dataset_normalization(data.dataset))
     return build_val_transform(int(crop_size), mean, std, data.dataset)
 
 

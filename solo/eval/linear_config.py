@@ -55,7 +55,7 @@ class LinearAugmentationsConfig:
     """solo-learn's ``data.augmentations`` of linear configs: crop size and normalization."""
 
     crop_size: Optional[int] = None  # 32 for CIFAR, 96 for STL-10, 224 otherwise
-    mean: Optional[list[float]] = None  # ImageNet's statistics, as in pretraining, when unset
+    mean: Optional[list[float]] = None  # the dataset's statistics, as in pretraining, when unset
     std: Optional[list[float]] = None
 
     def __post_init__(self) -> None:

@@ -22,11 +22,12 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from torchvision.transforms import v2
 
 from solo.config import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     AugmentationConfig,
+    Normalization,
     ProbabilityConfig,
     RandomResizedCropConfig,
+    dataset_normalization,
+    resolve_normalization,
 )
 from solo.data import build_dataset, build_transform, build_val_transform
 from solo.data.datasets import dataset_targets, stratified_subset
@@ -37,10 +38,10 @@ from solo.utils.checkpoint import write_json_atomic
 SUBSET_FILE = "train_subset.json"  # in the run folder, when data.fraction keeps a subset
 
 
-def normalization(cfg: LinearConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Mean and std of the config, ImageNet's by default (what pretraining normalizes with)."""
+def normalization(cfg: LinearConfig) -> Normalization:
+    """Mean and std of the config, else the dataset's statistics (as pretraining, and solo-learn)."""
     aug = cfg.data.augmentations
-    return tuple(aug.mean or IMAGENET_MEAN), tuple(aug.std or IMAGENET_STD)
+    return resolve_normalization(aug.mean, aug.std, dataset_normalization(cfg.data.dataset))
 
 
 def train_transform(cfg: LinearConfig) -> Callable:

@@ -106,9 +106,9 @@ def test_train_transform_with_rand_augment(cifar_mini: Path, tmp_path: Path) -> 
     assert not torch.equal(views[0], views[1])  # random
     plain = linear_config(cifar_mini, tmp_path, "++auto_augment=False")
     assert RandAugment not in [type(op) for op in train_transform(plain).transforms]
-    # validation: deterministic, the image's own pixels normalized with ImageNet's statistics
+    # validation: deterministic, the image's own pixels normalized with CIFAR-10's statistics
     val = val_transform(cfg)(image)
     pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255  # (3, 32, 32)
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    mean = torch.tensor([0.4914, 0.4822, 0.4465]).view(3, 1, 1)
+    std = torch.tensor([0.2470, 0.2435, 0.2616]).view(3, 1, 1)
     torch.testing.assert_close(val, (pixels - mean) / std)
