@@ -291,9 +291,14 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 
 @dataclass
 class PerformanceConfig:
-    """Speed settings; none changes what is computed beyond floating-point rounding."""
+    """Speed settings; none changes what is computed beyond floating-point rounding, except
+    ``fuse_crops`` (batch-norm statistics) and ``tf32`` (matmul precision), which say so."""
 
     disable_channel_last: bool = False
+    # one backbone call for all crops of a resolution instead of one per crop: fewer, larger
+    # kernels, but batch norm then normalizes those views together (solo-learn and the BYOL and
+    # MoCo papers compute its statistics per view, the default)
+    fuse_crops: bool = False
     # "16"/"16-mixed" runs as bf16-mixed where the device has bfloat16: fp16's loss scaling reads
     # an overflow flag back to the host after every step, which stalls the GPU queue
     bf16: bool = True

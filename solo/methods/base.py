@@ -1,6 +1,6 @@
 """BaseMethod: what every SSL method shares, so a method file holds only its heads and its loss.
 
-The base owns the backbone, multi-crop encoding (one backbone call per resolution), the online
+The base owns the backbone, multi-crop encoding (one backbone call per crop), the online
 linear probe, the online kNN, parameter groups, optimizer and scheduler, and logging. A method
 builds its heads in ``__init__`` and implements ``ssl_loss``.
 """
@@ -102,11 +102,16 @@ class BaseMethod(pl.LightningModule):
         return self.backbone(images)
 
     def encode_crops(self, crops: list[Tensor], encoder: nn.Module | None = None) -> list[Tensor]:
-        """Features of every crop, one encoder call per resolution (so BN sees all crops)."""
+        """Features of every crop: one encoder call per crop, as solo-learn and the BYOL and MoCo
+        papers do, so batch norm computes its statistics per view (MoCo's queries and keys do not
+        share them). ``performance.fuse_crops`` makes one call per resolution instead: faster on
+        GPUs, but BN then normalizes the views of a resolution together."""
         encoder = encoder or self.backbone
+        groups = (split_by_resolution(crops) if self.cfg.performance.fuse_crops
+                  else [[crop] for crop in crops])
         feats: list[Tensor] = []
-        for group in split_by_resolution(crops):
-            images = torch.cat(group)
+        for group in groups:
+            images = group[0] if len(group) == 1 else torch.cat(group)
             if self.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             feats.extend(encoder(images).chunk(len(group)))
