@@ -159,15 +159,3 @@ def test_momentum_update_is_the_ema(cifar_mini: Path) -> None:
     model.momentum_update(0.9)
     for o, m, new in zip(online, momentum, model.momentum_projector.parameters()):
         torch.testing.assert_close(new, 0.9 * m + 0.1 * o)
-
-
-def test_multicrop_encodes_once_per_resolution(cifar_mini: Path) -> None:
-    cfg = shipped_config("simclr", cifar_mini)
-    model = METHODS.get("simclr")(cfg)
-    calls: list[tuple[int, ...]] = []
-    model.backbone.register_forward_hook(lambda m, args, out: calls.append(tuple(args[0].shape)))
-    crops = [torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32),
-             torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16), torch.rand(4, 3, 16, 16)]
-    feats = model.encode_crops(crops)
-    assert calls == [(8, 3, 32, 32), (12, 3, 16, 16)]
-    assert [f.shape for f in feats] == [torch.Size([4, 512])] * 5
