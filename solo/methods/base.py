@@ -52,6 +52,30 @@ def split_by_resolution(crops: list[Tensor]) -> list[list[Tensor]]:
     return groups
 
 
+# modules renamed to solo-learn's names (solo 0.1 checkpoints still load): old prefix -> new
+_RENAMED_PREFIXES = {"probe.linear.": "classifier.", "momentum_probe.linear.": "momentum_classifier."}
+
+
+def upgrade_state_dict(state: dict[str, Tensor], expected: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A state dict of an earlier solo release in today's layout: the probes under solo-learn's
+    names, a zero bias for head Linears that had none before their batch norm (the BN removes any
+    constant, so the outputs are the same), and MoCo's queue pointer as a (1,) tensor."""
+    upgraded = {}
+    for key, value in state.items():
+        for old, new in _RENAMED_PREFIXES.items():
+            if key.startswith(old):
+                key = new + key[len(old):]
+        if key in expected and value.dim() == 0 and expected[key].shape == (1,):
+            value = value.reshape(1)
+        upgraded[key] = value
+    for key, value in expected.items():
+        weight = key[: -len("bias")] + "weight"
+        if key.endswith(".bias") and key not in upgraded and weight in upgraded \
+                and upgraded[weight].dim() == 2:
+            upgraded[key] = torch.zeros_like(value)
+    return upgraded
+
+
 class BaseMethod(pl.LightningModule):
     """Backbone + online probe + optional online kNN + optimization, for any SSL method."""
 
@@ -74,11 +98,15 @@ class BaseMethod(pl.LightningModule):
         self.backbone = build_backbone(cfg.backbone.name, small_images=small_images,
                                        **cfg.backbone.kwargs)
         self.num_features: int = self.backbone.num_features
-        self.probe = OnlineProbe(self.num_features, cfg.num_classes)
+        self.classifier = OnlineProbe(self.num_features, cfg.num_classes)  # solo-learn's name
         self.num_large_crops = cfg.num_large_crops
         self.knn = WeightedKNN(cfg.knn_eval.k, cfg.knn_eval.temperature,
                                cfg.knn_eval.distance_func) if cfg.knn_eval.enabled else None
         self.channels_last = False  # switched on in on_fit_start for GPUs
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning calls this before loading the weights, for load_from_checkpoint and resumes
+        checkpoint["state_dict"] = upgrade_state_dict(checkpoint["state_dict"], self.state_dict())
 
     @property
     def kwargs(self) -> Any:
@@ -130,7 +158,7 @@ class BaseMethod(pl.LightningModule):
 
         large = torch.cat(encoded.feats[: self.num_large_crops])
         targets = encoded.targets.repeat(self.num_large_crops)
-        probe_loss, probe_logs = self.probe.loss(large, targets)
+        probe_loss, probe_logs = self.classifier.loss(large, targets)
         extra_loss, extra_logs = self.extra_training_losses(encoded)
         logs = {**{f"train_{k}": v for k, v in logs.items()}, "train_probe_loss": probe_logs["loss"],
                 "train_acc1": probe_logs["acc1"], "train_acc5": probe_logs["acc5"], **extra_logs}
@@ -158,7 +186,7 @@ class BaseMethod(pl.LightningModule):
         images, targets = batch
         feats = self(images)
         if dataloader_idx == 0:
-            _, logs = self.probe.loss(feats, targets)
+            _, logs = self.classifier.loss(feats, targets)
             self.log_dict({f"val_{k}": v for k, v in logs.items()}, on_epoch=True,
                           sync_dist=True, add_dataloader_idx=False, batch_size=len(images))
             if self.knn is not None:
@@ -183,7 +211,7 @@ class BaseMethod(pl.LightningModule):
     def probe_modules(self) -> dict[str, str]:
         """Child modules that are linear probes, by the name of their optimizer group: groups
         named ``classifier*`` get ``optimizer.classifier_lr`` and no weight decay."""
-        return {"probe": "classifier"}
+        return {"classifier": "classifier"}
 
     def configure_optimizers(self) -> Any:
         opt_cfg = self.cfg.optimizer

@@ -43,9 +43,10 @@ class MoCoV2Plus(MomentumMethod):
             raise ValueError(f"mocov2plus needs exactly 2 large crops, got {self.num_large_crops}")
         self.projector = mlp(self.num_features, k.proj_hidden_dim, k.proj_output_dim, batch_norm=False)
         self.momentum_projector = self.momentum_copy("projector")
-        # one queue of keys per view: (2, D, K), saved in checkpoints so a resume keeps it
+        # one queue of keys per view: (2, D, K), saved in checkpoints so a resume keeps it; the
+        # pointer is (1,) as in solo-learn's checkpoints
         self.register_buffer("queue", F.normalize(torch.randn(2, k.proj_output_dim, k.queue_size), dim=1))
-        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
 
     @torch.no_grad()
     def enqueue(self, keys: Tensor) -> None:

@@ -33,8 +33,8 @@ class MomentumMethod(BaseMethod):
         super().__init__(cfg)
         self._momentum_pairs: list[tuple[str, str]] = []
         self.momentum_backbone = self.momentum_copy("backbone")
-        self.momentum_probe = (OnlineProbe(self.num_features, self.cfg.num_classes)
-                               if self.cfg.momentum.classifier else None)
+        self.momentum_classifier = (OnlineProbe(self.num_features, self.cfg.num_classes)
+                                    if self.cfg.momentum.classifier else None)
         self.tau = self.cfg.momentum.base_tau
         self._ema_step = 0  # optimizer steps already folded into the momentum weights
 
@@ -48,7 +48,7 @@ class MomentumMethod(BaseMethod):
         return momentum
 
     def probe_modules(self) -> dict[str, str]:
-        return {**super().probe_modules(), "momentum_probe": "classifier_momentum"}
+        return {**super().probe_modules(), "momentum_classifier": "classifier_momentum"}
 
     # ------------------------------------------------------------------------------------------
     def encode_batch(self, batch: tuple[Tensor, list[Tensor], Tensor]) -> EncodedBatch:
@@ -60,19 +60,20 @@ class MomentumMethod(BaseMethod):
         return encoded
 
     def extra_training_losses(self, encoded: EncodedBatch) -> tuple[Tensor | float, dict[str, Tensor]]:
-        if self.momentum_probe is None:
+        if self.momentum_classifier is None:
             return 0.0, {}
         feats = torch.cat(encoded.momentum_feats)
-        loss, logs = self.momentum_probe.loss(feats, encoded.targets.repeat(self.num_large_crops))
+        loss, logs = self.momentum_classifier.loss(feats,
+                                                   encoded.targets.repeat(self.num_large_crops))
         return loss, {f"train_momentum_{k}": v for k, v in logs.items()}
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int,
                         dataloader_idx: int = 0) -> None:
         super().validation_step(batch, batch_idx, dataloader_idx)
-        if self.momentum_probe is not None and dataloader_idx == 0:
+        if self.momentum_classifier is not None and dataloader_idx == 0:
             images, targets = batch
             feats = self.encode_crops([images], self.momentum_backbone)[0]
-            _, logs = self.momentum_probe.loss(feats, targets)
+            _, logs = self.momentum_classifier.loss(feats, targets)
             self.log_dict({f"val_momentum_{k}": v for k, v in logs.items()}, on_epoch=True,
                           sync_dist=True, add_dataloader_idx=False, batch_size=len(images))
 

@@ -19,15 +19,17 @@ def accuracy_at_k(logits: Tensor, targets: Tensor, top_k: tuple[int, ...] = (1, 
     return [(hits[:, : min(k, k_max)].amax(dim=1) * weights).sum() / total for k in top_k]
 
 
-class OnlineProbe(nn.Module):
-    """A linear classifier on features it never back-propagates into."""
+class OnlineProbe(nn.Linear):
+    """A linear classifier on features it never back-propagates into.
+
+    A ``Linear`` itself, so its weights sit where solo-learn keeps its online classifier's
+    (``classifier.weight``, ``classifier.bias``) and checkpoints load both ways."""
 
     def __init__(self, num_features: int, num_classes: int) -> None:
-        super().__init__()
-        self.linear = nn.Linear(num_features, num_classes)
+        super().__init__(num_features, num_classes)
 
     def forward(self, features: Tensor) -> Tensor:
-        return self.linear(features.detach())
+        return super().forward(features.detach())
 
     def loss(self, features: Tensor, targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Cross-entropy and acc@1/acc@5; rows with a negative target (unlabelled) are ignored."""

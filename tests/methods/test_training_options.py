@@ -70,12 +70,12 @@ def test_momentum_classifier_trains_its_own_probe(cifar_mini: Path) -> None:
     cfg = shipped_config("byol", cifar_mini, ["++momentum.classifier=True"])
     pl.seed_everything(0, verbose=False)
     model = METHODS.get("byol")(cfg)
-    before = model.momentum_probe.linear.weight.detach().clone()
+    before = model.momentum_classifier.weight.detach().clone()
     model, trainer, _ = train(cfg, epochs=1, model=model)
     groups = {g["name"]: g for g in trainer.optimizers[0].param_groups}
     assert groups["classifier_momentum"]["initial_lr"] == pytest.approx(0.1 * 16 / 256)
     assert groups["classifier_momentum"]["weight_decay"] == 0
-    assert not torch.equal(model.momentum_probe.linear.weight, before)  # it learned
+    assert not torch.equal(model.momentum_classifier.weight, before)  # it learned
     assert "train_momentum_acc1_epoch" in trainer.callback_metrics
 
 
