@@ -12,10 +12,12 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping, Optional
 
+from solo.solo_learn_compat import user_layout
 from solo.utils.registry import did_you_mean
 from solo.utils.schema import ConfigError, build, check, check_positive, convert, required
 
-__all__ = ["ConfigError", "ExperimentConfig", "parse_config", "build", "check", "check_positive"]
+__all__ = ["ConfigError", "ExperimentConfig", "parse_config", "parse_saved_config", "build", "check",
+           "check_positive"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -73,6 +75,14 @@ def _probability(value: float, key: str) -> None:
     check(0.0 <= value <= 1.0, key, f"is a probability in [0, 1], got {value}")
 
 
+def _switch_off_unless_enabled(op: Any) -> None:
+    """solo-learn's ``enabled`` of an augmentation op: ``enabled: False`` turns the op off,
+    whatever its ``prob`` says (its vicreg.yaml and wmse.yaml write both)."""
+    _probability(op.prob, "prob")
+    if not op.enabled:
+        op.prob = 0.0
+
+
 @dataclass
 class RandomResizedCropConfig:
     enabled: bool = True
@@ -92,9 +102,10 @@ class ColorJitterConfig:
     contrast: float = 0.0
     saturation: float = 0.0
     hue: float = 0.0
+    enabled: bool = True
 
     def __post_init__(self) -> None:
-        _probability(self.prob, "prob")
+        _switch_off_unless_enabled(self)
         for key in ("brightness", "contrast", "saturation"):
             check(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
         check(0 <= self.hue <= 0.5, "hue", f"must be in [0, 0.5], got {self.hue}")
@@ -103,9 +114,10 @@ class ColorJitterConfig:
 @dataclass
 class ProbabilityConfig:
     prob: float = 0.0
+    enabled: bool = True
 
     def __post_init__(self) -> None:
-        _probability(self.prob, "prob")
+        _switch_off_unless_enabled(self)
 
 
 @dataclass
@@ -113,9 +125,10 @@ class GaussianBlurConfig:
     prob: float = 0.0
     sigma_min: float = 0.1  # SimCLR's range for the blur's standard deviation
     sigma_max: float = 2.0
+    enabled: bool = True
 
     def __post_init__(self) -> None:
-        _probability(self.prob, "prob")
+        _switch_off_unless_enabled(self)
         check(0 < self.sigma_min <= self.sigma_max, "sigma_min",
               f"need 0 < sigma_min <= sigma_max, got {self.sigma_min} and {self.sigma_max}")
 
@@ -124,9 +137,10 @@ class GaussianBlurConfig:
 class SolarizationConfig:
     prob: float = 0.0
     threshold: float = 0.5  # fraction of the pixel range above which pixels are inverted
+    enabled: bool = True
 
     def __post_init__(self) -> None:
-        _probability(self.prob, "prob")
+        _switch_off_unless_enabled(self)
         _probability(self.threshold, "threshold")
 
 
@@ -417,7 +431,7 @@ def parse_config(raw: Mapping[str, Any]) -> ExperimentConfig:
     """
     from solo.methods import METHODS  # the registry imports the methods, which import this module
 
-    raw = dict(raw)
+    raw = user_layout(dict(raw))
     raw.pop("hydra", None)  # Hydra's own section, when a config is loaded without Hydra
     raw.pop("defaults", None)
     own = {f.name for f in dataclasses.fields(ExperimentConfig)}
@@ -453,6 +467,21 @@ def parse_config(raw: Mapping[str, Any]) -> ExperimentConfig:
         else:
             cfg.data.num_classes = _count_class_folders(cfg.data.train_path)
     return cfg
+
+
+def parse_saved_config(raw: Mapping[str, Any], source: str) -> ExperimentConfig:
+    """The config a run wrote (a checkpoint's hyper-parameters, ``args.json`` of ours or of
+    solo-learn), read leniently: keys that solo does not know are dropped (those solo-learn
+    writes silently, any other reported in one warning naming ``source``), so the checkpoint
+    stays usable. A user's YAML goes through ``parse_config``, which rejects them."""
+    from solo.methods import METHODS
+    from solo.solo_learn_compat import prune_saved
+
+    method = raw.get("method")
+    method_config = METHODS.get(method).Config if isinstance(method, str) and method in METHODS else None
+    pruned = prune_saved({k: v for k, v in raw.items() if k not in ("hydra", "defaults")},
+                         ExperimentConfig, method_config, frozenset(trainer_keys()), source)
+    return parse_config(pruned)
 
 
 def _count_class_folders(path: str) -> int:

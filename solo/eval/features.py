@@ -98,27 +98,18 @@ def eval_transform(data: EvalDataConfig, pretrained_cfg: Mapping[str, Any] | Non
 def load_projector(pretrained: Pretrained) -> nn.Module:
     """The checkpoint's projector, rebuilt by its method's class from the checkpoint's config,
     with the ``projector.*`` weights loaded strictly; in eval mode."""
-    from solo.config import ConfigError, parse_config
-    from solo.methods import METHODS
     from solo.zoo.checkpoints import CheckpointError, load_weights_strictly
+    from solo.zoo.methods import rebuild_method
 
     weights = {k[len("projector."):]: v for k, v in pretrained.state_dict.items()
                if k.startswith("projector.")}
     if not weights:
         raise CheckpointError(f"the checkpoint ({pretrained.source_format} format) has no projector "
                               "weights (no 'projector.*' keys); use ++feature_type=[backbone]")
-    if pretrained.method is None or pretrained.cfg is None:
-        raise CheckpointError("projector features need the method and config the checkpoint was "
-                              "pretrained with, and this checkpoint records none; use "
-                              "++feature_type=[backbone]")
     try:
-        method_cls = METHODS.get(pretrained.method)
-        # the config of a run of ours parses as is; the data paths need not exist any more
-        model = method_cls(parse_config(pretrained.cfg))
-    except (KeyError, ConfigError, TypeError) as error:
-        raise CheckpointError(f"cannot rebuild the projector of method '{pretrained.method}' from "
-                              f"the checkpoint's config ({error}); use ++feature_type=[backbone]"
-                              ) from None
+        model = rebuild_method(pretrained)
+    except CheckpointError as error:
+        raise CheckpointError(f"projector features: {error}; use ++feature_type=[backbone]") from None
     projector = getattr(model, "projector", None)
     if not isinstance(projector, nn.Module):
         raise CheckpointError(f"method '{pretrained.method}' has no projector; use "

@@ -100,8 +100,17 @@ def linear_eval(cfg: LinearConfig) -> LinearResult:
         validated = trainer.validate(model, datamodule=datamodule, verbose=False)
         metrics.update({k: float(v) for k, v in (validated[0] if validated else {}).items()})
     return LinearResult(run_dir, pretrained, metrics, epochs=trainer.current_epoch,
-                        train_images=datamodule.sizes()["train_images"],
+                        train_images=images_trained_on(trainer, datamodule.sizes()["train_images"],
+                                                       cfg.optimizer.batch_size),
                         is_global_zero=trainer.is_global_zero)
+
+
+def images_trained_on(trainer: pl.Trainer, dataset_size: int, batch_size: int) -> int:
+    """Training images seen each epoch: the dataset, or fewer under ``limit_train_batches``."""
+    batches = trainer.num_training_batches
+    if batches == float("inf"):
+        return dataset_size
+    return min(dataset_size, int(batches) * batch_size * trainer.world_size)
 
 
 def summary(cfg: LinearConfig, result: LinearResult) -> str:

@@ -20,6 +20,7 @@ from solo.methods import BYOL
 from solo.pretrain import pretrain
 from tests.data.test_datasets import write_stl10_binary
 from tests.helpers import ROOT, shipped_config
+from tests.solo_learn import write_solo_learn_run
 
 pytestmark = pytest.mark.slow
 TRAIN_PER_CLASS, TEST_PER_CLASS = 20, 10
@@ -127,6 +128,21 @@ def test_knn_table_and_clustering(run_dir: Path, data_slice: Path, tmp_path: Pat
     for _, nmi, ami, ari, acc in clustering:
         assert 0 <= float(nmi) <= 100 and -100 <= float(ami) <= 100 and -100 <= float(ari) <= 100
         assert 10 <= float(acc) <= 100  # the best mapping is never worse than one class in ten
+
+
+@pytest.mark.parametrize("method", ["byol", "simclr", "mocov2plus"])
+def test_knn_on_a_solo_learn_run_folder(method: str, data_slice: Path, tmp_path: Path) -> None:
+    """The shipped kNN config, backbone and projector features, on a run folder as solo-learn
+    leaves it: its projector is rebuilt from its own args.json."""
+    checkpoint, _ = write_solo_learn_run(tmp_path / "trained_models", method, data_slice)
+    result = run("main_knn.py", tmp_path, *config("knn"),
+                 f"++pretrained_checkpoint_dir={checkpoint.parent}", *data_overrides(data_slice),
+                 "++k=[5]", "++temperature=[0.1]")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ignored" not in result.stderr  # every key of solo-learn's args.json is known
+    rows = table_rows(result.stdout)
+    assert set(rows) == {(f, "cosine", 5, 0.1) for f in ("backbone", "projector")} | {
+        (f, "euclidean", 5, None) for f in ("backbone", "projector")}
 
 
 def test_knn_on_stl10_votes_with_the_labelled_training_images(run_dir: Path, tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import torch
 from solo.eval.linear_run import RESUME_KEYS
 from solo.utils.resume import find_resume_point
 from solo.zoo import load_pretrained
+from tests.solo_learn import write_solo_learn_run
 from tests.eval.linear_fixtures import (
     LINEAR_CONFIGS,
     backbone_weights,
@@ -66,7 +67,8 @@ def test_linear_keeps_pretrained_backbone_and_resumes(pretrained: Path, cifar_mi
     result = main_linear(tmp_path, "linear.yaml", *command)
     acc1 = accuracy(result)
     assert 0 <= acc1 <= 100 and f"on {val_folder}" in result.stdout
-    assert "trained (linear, frozen backbone) on 2000 images" in result.stdout
+    # 3 batches of 16 of the 2000 training images: what it trained on, not the dataset's size
+    assert "trained (linear, frozen backbone) on 48 images" in result.stdout
     assert "backbone: resnet18 (byol, solo checkpoint" in result.stdout
     run_dir = only_run(tmp_path / "ckpt")
     checkpoint = run_dir / f"cifar10-linear-{run_dir.name}-ep=0.ckpt"
@@ -104,6 +106,19 @@ def test_linear_keeps_pretrained_backbone_and_resumes(pretrained: Path, cifar_mi
                                  RESUME_KEYS) is None
     other_subset = {**cfg, "data": {**cfg["data"], "fraction_seed": 1}}
     assert find_resume_point(tmp_path / "ckpt", "linear", other_subset, 1, RESUME_KEYS) is None
+
+
+def test_linear_on_a_solo_learn_checkpoint(cifar_mini: Path, val_folder: Path,
+                                           tmp_path: Path) -> None:
+    checkpoint, theirs = write_solo_learn_run(tmp_path / "trained_models", "byol", cifar_mini)
+    result = main_linear(tmp_path, "linear.yaml",
+                         *linear_overrides(checkpoint, cifar_mini, tmp_path / "ckpt", val_folder),
+                         "++max_epochs=1", "++limit_train_batches=2", "++limit_val_batches=2")
+    accuracy(result)
+    assert "backbone: resnet18 (byol, solo-learn checkpoint" in result.stdout
+    run_dir = only_run(tmp_path / "ckpt")
+    saved = backbone_weights(next(run_dir.glob("*.ckpt")))
+    assert all(torch.equal(saved[f"backbone.{k}"], v) for k, v in theirs.backbone.state_dict().items())
 
 
 def test_finetune_with_mixup_cutmix_randaugment(pretrained: Path, cifar_mini: Path,

@@ -45,7 +45,7 @@ def small_val_folder(source: Path, target: Path, per_class: int) -> Path:
 def linear_overrides(pretrained: Path, data_root: Path, checkpoint_dir: Path,
                      val_path: Path | None = None, batch_size: int = 16) -> list[str]:
     """Shipped linear recipe, but on the CPU, on the repository's CIFAR-10 subset, small batches."""
-    return [f"++pretrained_feature_extractor={pretrained}",
+    return [f"++pretrained_feature_extractor=\"{pretrained}\"",  # quoted: a name may hold "="
             f"++data.train_path={data_root / 'train'}",
             f"++data.val_path={val_path or data_root / 'test'}",
             "++data.num_workers=0", f"++optimizer.batch_size={batch_size}",

@@ -4,62 +4,16 @@ networks and MoCo's queue, strictly, and computes the same outputs."""
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
-import torchvision
-from torch import nn
 
 from solo.methods import METHODS
 from solo.methods.base import upgrade_state_dict
 from tests.helpers import shipped_config
-
-
-def solo_learn_resnet18_cifar() -> nn.Module:
-    """solo-learn's CIFAR backbone: torchvision's ResNet-18, fc removed, 3x3 stride-1 stem with
-    padding 2, no max-pool."""
-    net = torchvision.models.resnet18()
-    net.fc = nn.Identity()
-    net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=2, bias=False)
-    net.maxpool = nn.Identity()
-    return net
-
-
-def two_layer(in_dim: int, hidden: int, out: int, batch_norm: bool) -> nn.Sequential:
-    middle = [nn.BatchNorm1d(hidden)] if batch_norm else []
-    return nn.Sequential(nn.Linear(in_dim, hidden), *middle, nn.ReLU(), nn.Linear(hidden, out))
-
-
-def solo_learn_model(method: str, kwargs, num_classes: int, momentum_classifier: bool) -> nn.Module:
-    """The modules solo-learn's BaseMethod / BaseMomentumMethod and method classes create."""
-    torch.manual_seed(1)
-    model = nn.Module()
-    model.backbone = solo_learn_resnet18_cifar()
-    model.classifier = nn.Linear(512, num_classes)
-    if method != "simclr":
-        model.momentum_backbone = copy.deepcopy(model.backbone)
-    if momentum_classifier:
-        model.momentum_classifier = nn.Linear(512, num_classes)
-    if method == "simclr":
-        model.projector = two_layer(512, kwargs.proj_hidden_dim, kwargs.proj_output_dim, False)
-    elif method == "byol":
-        model.projector = two_layer(512, kwargs.proj_hidden_dim, kwargs.proj_output_dim, True)
-        model.momentum_projector = copy.deepcopy(model.projector)
-        model.predictor = two_layer(kwargs.proj_output_dim, kwargs.pred_hidden_dim,
-                                    kwargs.proj_output_dim, True)
-    else:  # mocov2plus
-        model.projector = two_layer(512, kwargs.proj_hidden_dim, kwargs.proj_output_dim, False)
-        model.momentum_projector = copy.deepcopy(model.projector)
-        model.register_buffer("queue", nn.functional.normalize(
-            torch.randn(2, kwargs.proj_output_dim, kwargs.queue_size), dim=1))
-        model.register_buffer("queue_ptr", torch.tensor([128], dtype=torch.long))
-    for module in model.modules():  # batch-norm statistics that differ from a fresh model's
-        if isinstance(module, nn.BatchNorm1d):
-            module.running_mean.uniform_(-1, 1)
-            module.running_var.uniform_(0.5, 2)
-    return model.eval()
+from tests.solo_learn import solo_learn_model
 
 
 @pytest.mark.parametrize("method, momentum_classifier", [("byol", True), ("byol", False),
@@ -71,7 +25,8 @@ def test_solo_learn_state_dict_loads_whole_and_computes_the_same(cifar_mini: Pat
                                               "++method_kwargs.proj_output_dim=32"]
                          + (["++method_kwargs.pred_hidden_dim=48"] if method == "byol" else [])
                          + (["++method_kwargs.queue_size=512"] if method == "mocov2plus" else []))
-    theirs = solo_learn_model(method, cfg.method_kwargs, cfg.num_classes, momentum_classifier)
+    theirs = solo_learn_model(method, dataclasses.asdict(cfg.method_kwargs), cfg.num_classes,
+                              momentum_classifier)
     ours = METHODS.get(method)(cfg)
     state = theirs.state_dict()
     assert sorted(ours.state_dict()) == sorted(state)  # the same keys, nothing more or less
