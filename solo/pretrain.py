@@ -18,7 +18,7 @@ from solo.data import build_pipeline
 from solo.eval.umap import build_auto_umap
 from solo.methods import METHODS
 from solo.utils.checkpoint import Checkpointer, new_run_id
-from solo.utils.resume import find_resume_point, run_id_of
+from solo.utils.resume import find_resume_point, run_id_of, schema_defaults
 
 RUN_ID_VARIABLE = "SOLO_RUN_ID"
 
@@ -104,8 +104,10 @@ def pretrain(cfg: ExperimentConfig) -> PretrainResult:
         raise ConfigError(f"resume_from_checkpoint: '{resume_from}' is not a file")
     run_id = run_id_of(resume_from) if resume_from else None  # continue that run's folder
     if resume_from is None and cfg.auto_resume.enabled:
+        defaults = {**schema_defaults(ExperimentConfig), **{
+            f"method_kwargs.{k}": v for k, v in schema_defaults(method_cls.Config).items()}}
         point = find_resume_point(cfg.checkpoint.dir, cfg.method, cfg.to_dict(),
-                                  cfg.auto_resume.max_hours)
+                                  cfg.auto_resume.max_hours, defaults=defaults)
         if point is not None:
             resume_from, run_id = str(point.checkpoint), point.run_id
             print(f"auto-resume: continuing run {run_id} from {resume_from}")

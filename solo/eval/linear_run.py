@@ -19,16 +19,23 @@ from solo.eval.linear_config import LinearConfig
 from solo.eval.linear_data import LinearDataModule
 from solo.pretrain import RUN_ID_VARIABLE, build_loggers, trainer_kwargs
 from solo.utils.checkpoint import Checkpointer, new_run_id
-from solo.utils.resume import find_resume_point, run_id_of
+from solo.utils.resume import find_resume_point, run_id_of, schema_defaults
 from solo.utils.schema import ConfigError
 from solo.zoo import CheckpointError, Pretrained, load_pretrained
 
 RUNS_FOLDER = "linear"  # runs go to <checkpoint.dir>/linear/<run id>, as in solo-learn
-# what must match for auto-resume to continue an earlier run's checkpoint
-RESUME_KEYS = ("name", "pretrained_feature_extractor", "backbone", "finetune", "cache_features",
-               "auto_augment", "label_smoothing", "mixup", "cutmix", "data.dataset",
-               "data.train_path", "data.fraction", "data.fraction_seed", "data.augmentations",
-               "optimizer", "scheduler", "trainer.max_epochs")
+# what may differ between a linear run and the rerun that continues it (see
+# solo.utils.resume.RESUMABLE_CHANGES); the pretrained checkpoint, data subset and recipe may not
+RESUMABLE_CHANGES = (
+    "data.train_path", "data.val_path", "data.num_workers", "num_workers", "checkpoint.dir",
+    "checkpoint.frequency", "checkpoint.keep_prev", "auto_resume.*", "resume_from_checkpoint",
+    "wandb.*", "dali.device", "num_nodes", "performance.compile", "performance.compile_mode",
+    "performance.compile_backend", "performance.disable_channel_last",
+    "performance.progress_bar_refresh_rate", "trainer.devices", "trainer.num_nodes",
+    "trainer.accelerator", "trainer.strategy", "trainer.log_every_n_steps",
+    "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.limit_val_batches",
+    "trainer.num_sanity_val_steps", "trainer.check_val_every_n_epoch",
+)
 
 
 @dataclass
@@ -68,7 +75,8 @@ def linear_eval(cfg: LinearConfig) -> LinearResult:
     run_id = run_id_of(resume_from) if resume_from else None  # continue that run's folder
     if resume_from is None and cfg.auto_resume.enabled:
         point = find_resume_point(cfg.checkpoint.dir, RUNS_FOLDER, cfg.to_dict(),
-                                  cfg.auto_resume.max_hours, keys=RESUME_KEYS)
+                                  cfg.auto_resume.max_hours, RESUMABLE_CHANGES,
+                                  schema_defaults(LinearConfig))
         if point is not None:
             resume_from, run_id = str(point.checkpoint), point.run_id
             print(f"auto-resume: continuing run {run_id} from {resume_from}")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from solo.eval.linear_run import RESUME_KEYS
+from solo.eval.linear_run import RESUMABLE_CHANGES
 from solo.utils.resume import find_resume_point
 from solo.zoo import load_pretrained
 from tests.solo_learn import write_solo_learn_run
@@ -100,12 +100,14 @@ def test_linear_keeps_pretrained_backbone_and_resumes(pretrained: Path, cifar_mi
     assert (run_dir / "logs" / "version_1").is_dir()  # the first run's logs are kept
     # another pretrained backbone, subset or recipe is another experiment
     cfg = args["cfg"]
-    assert find_resume_point(tmp_path / "ckpt", "linear", cfg, 1, RESUME_KEYS).run_id == run_dir.name
+    assert find_resume_point(tmp_path / "ckpt", "linear", cfg, 1,
+                             RESUMABLE_CHANGES).run_id == run_dir.name
     for key, value in [("pretrained_feature_extractor", "other.ckpt"), ("finetune", True)]:
         assert find_resume_point(tmp_path / "ckpt", "linear", {**cfg, key: value}, 1,
-                                 RESUME_KEYS) is None
+                                 RESUMABLE_CHANGES) is None
     other_subset = {**cfg, "data": {**cfg["data"], "fraction_seed": 1}}
-    assert find_resume_point(tmp_path / "ckpt", "linear", other_subset, 1, RESUME_KEYS) is None
+    assert find_resume_point(tmp_path / "ckpt", "linear", other_subset, 1,
+                             RESUMABLE_CHANGES) is None
 
 
 def test_linear_on_a_solo_learn_checkpoint(cifar_mini: Path, val_folder: Path,
