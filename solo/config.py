@@ -458,6 +458,9 @@ def parse_config(raw: Mapping[str, Any]) -> ExperimentConfig:
     if cfg.backbone.name not in BACKBONES:
         raise ConfigError(f"backbone.name: {BACKBONES.unknown(cfg.backbone.name)}")
     cfg.method_kwargs = convert(cfg.method_kwargs or {}, method.Config, "method_kwargs")
+    world = known_world_size(cfg)
+    if world and getattr(cfg.method_kwargs, "queue_size", None) is not None:
+        check_queue_size(cfg.method_kwargs.queue_size, cfg.optimizer.batch_size * world)
 
     if cfg.data.num_classes is None:
         if cfg.data.dataset in NUM_CLASSES:
@@ -467,6 +470,28 @@ def parse_config(raw: Mapping[str, Any]) -> ExperimentConfig:
         else:
             cfg.data.num_classes = _count_class_folders(cfg.data.train_path)
     return cfg
+
+
+def check_queue_size(queue_size: int, global_batch: int) -> None:
+    """A queue of past keys is written a global batch at a time: its size must be a multiple of
+    the global batch (batch_size x devices x nodes), and no smaller, as solo-learn asserts; a
+    write that wrapped around inside one batch would overwrite its own keys."""
+    if queue_size < global_batch or queue_size % global_batch:
+        raise ConfigError(f"method_kwargs.queue_size: {queue_size} is not a multiple of the global "
+                          f"batch of {global_batch} (optimizer.batch_size x devices x nodes); use "
+                          f"a multiple such as {max(1, round(queue_size / global_batch)) * global_batch}")
+
+
+def known_world_size(cfg: ExperimentConfig) -> Optional[int]:
+    """Processes the run will have, when the config says (devices as a count or a list)."""
+    devices = cfg.trainer.get("devices", "auto")
+    if isinstance(devices, (list, tuple)):
+        count = len(devices)
+    elif isinstance(devices, int) or (isinstance(devices, str) and devices.isdigit()):
+        count = int(devices)
+    else:
+        return None  # "auto", "-1": the number of devices the machine has
+    return count * int(cfg.trainer.get("num_nodes", cfg.num_nodes))
 
 
 def parse_saved_config(raw: Mapping[str, Any], source: str) -> ExperimentConfig:

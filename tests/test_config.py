@@ -115,3 +115,35 @@ def test_knn_without_labelled_training_images_is_a_config_error(raw: dict, cifar
         parse_config(raw)
     raw["knn_eval"]["enabled"] = False
     assert parse_config(raw).data.no_labels
+
+
+@pytest.mark.parametrize("queue, batch, devices, ok", [
+    (32768, 256, [0], True), (32768, 256, [0, 1], True), (32768, 256, [0, 1, 2], False),
+    (1000, 256, [0], False), (128, 256, [0], False), (512, 256, 2, True)])
+def test_queue_size_is_a_multiple_of_the_global_batch(cifar_mini: Path, queue: int, batch: int,
+                                                      devices, ok: bool) -> None:
+    raw = load_raw(CIFAR_CONFIGS, "mocov2plus.yaml", small_cpu_overrides(cifar_mini) + [
+        f"++method_kwargs.queue_size={queue}", f"++optimizer.batch_size={batch}",
+        f"++devices={devices}"])
+    if ok:
+        assert parse_config(raw).method_kwargs.queue_size == queue
+    else:
+        with pytest.raises(ConfigError, match=r"method_kwargs\.queue_size: .* not a multiple of "
+                                              r"the global batch"):
+            parse_config(raw)
+
+
+def test_queue_size_is_checked_at_fit_start_when_devices_are_auto(cifar_mini: Path) -> None:
+    import lightning.pytorch as pl
+
+    from solo.data import build_pipeline
+    from solo.methods import METHODS
+    from solo.pretrain import trainer_kwargs
+
+    cfg = parse_config(load_raw(CIFAR_CONFIGS, "mocov2plus.yaml", small_cpu_overrides(cifar_mini) + [
+        "++method_kwargs.queue_size=40", "++devices=auto", "++knn_eval.enabled=False"]))
+    trainer = pl.Trainer(**{**trainer_kwargs(cfg), "max_epochs": 1, "limit_train_batches": 1,
+                            "limit_val_batches": 0, "logger": False, "enable_progress_bar": False,
+                            "enable_model_summary": False})
+    with pytest.raises(ConfigError, match=r"method_kwargs\.queue_size: 40 .* global batch of 16"):
+        trainer.fit(METHODS.get("mocov2plus")(cfg), datamodule=build_pipeline(cfg))

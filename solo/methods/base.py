@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from solo.backbones import build_backbone
-from solo.config import SMALL_IMAGE_DATASETS, ExperimentConfig, parse_config
+from solo.config import SMALL_IMAGE_DATASETS, ExperimentConfig, check_queue_size, parse_config
 from solo.nn import OnlineProbe, WeightedKNN
 from solo.utils.lightning_hooks import accumulation, log_host_values, with_schedule
 from solo.utils.optim import build_optimizer, param_groups, scaled_lr
@@ -227,6 +227,9 @@ class BaseMethod(pl.LightningModule):
         return with_schedule(self, optimizer, self.cfg.scheduler)
 
     def on_fit_start(self) -> None:
+        queue_size = getattr(self.kwargs, "queue_size", None)
+        if queue_size is not None:  # the config could not know "auto" devices' count
+            check_queue_size(queue_size, self.cfg.optimizer.batch_size * self.trainer.world_size)
         performance = self.cfg.performance
         if self.device.type == "cuda" and not performance.disable_channel_last:
             self.channels_last = True

@@ -14,8 +14,10 @@ from solo.utils.schedules import build_scheduler
 
 def log_host_values(module: pl.LightningModule, values: dict[str, float]) -> None:
     """Log Python numbers on the logger's steps only: logging one copies it to the device, and
-    that copy waits for the device's queue to drain."""
-    if module.trainer.global_step % module.trainer.log_every_n_steps == 0:
+    that copy waits for the device's queue to drain. ``log_every_n_steps: 0`` logs no steps, as
+    in Lightning."""
+    every = module.trainer.log_every_n_steps
+    if every and module.trainer.global_step % every == 0:
         module.log_dict(values, on_step=True, on_epoch=False)
 
 

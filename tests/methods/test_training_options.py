@@ -124,3 +124,25 @@ def test_gradient_accumulation_scales_every_lr_of_the_schedule(cifar_mini: Path)
                                         [0.4 * scale, 0.1 * scale], 0.001 * accumulate,
                                         0.002 * accumulate)
     assert seen == [pytest.approx(lrs) for lrs in reference]
+
+
+@pytest.mark.parametrize("every", [0, 1])
+def test_log_every_n_steps_zero_logs_no_steps_and_runs(cifar_mini: Path, every: int) -> None:
+    """Lightning's meaning of 0: no step logging (our lr/tau logging divided by it once)."""
+    cfg = shipped_config("byol", cifar_mini, [f"++log_every_n_steps={every}",
+                                              "++knn_eval.enabled=False"])
+    pl.seed_everything(0, verbose=False)
+    model = METHODS.get(cfg.method)(cfg)
+    logged: list[set[str]] = []
+
+    class Keys(pl.Callback):
+        def on_train_batch_end(self, trainer, *args) -> None:
+            logged.append(set(trainer.logged_metrics))
+
+    trainer = pl.Trainer(**{**trainer_kwargs(cfg), "max_epochs": 1, "limit_train_batches": 2,
+                            "limit_val_batches": 0, "logger": False, "enable_progress_bar": False,
+                            "enable_model_summary": False}, callbacks=[Keys()])
+    trainer.fit(model, datamodule=build_pipeline(cfg))
+    assert trainer.global_step == 2
+    step_keys = set().union(*logged)
+    assert ("tau" in step_keys) == (every == 1) and ("lr" in step_keys) == (every == 1)
