@@ -16,8 +16,8 @@ from solo.solo_learn_compat import user_layout
 from solo.utils.registry import did_you_mean
 from solo.utils.schema import ConfigError, build, check, check_positive, convert, required
 
-__all__ = ["ConfigError", "ExperimentConfig", "parse_config", "parse_saved_config", "build", "check",
-           "check_positive"]
+__all__ = ["ConfigError", "ExperimentConfig", "parse_config", "parse_saved_config", "build",
+           "check", "check_positive"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -180,7 +180,7 @@ class AugmentationConfig:
     solarization: SolarizationConfig = field(default_factory=SolarizationConfig)
     equalization: ProbabilityConfig = field(default_factory=ProbabilityConfig)
     horizontal_flip: ProbabilityConfig = field(default_factory=ProbabilityConfig)
-    mean: Optional[list[float]] = None  # defaults to the dataset's statistics (DATASET_NORMALIZATION)
+    mean: Optional[list[float]] = None  # the dataset's statistics (DATASET_NORMALIZATION) when unset
     std: Optional[list[float]] = None
 
     # what an unset mean/std stands for: the dataset's statistics, set by ExperimentConfig from
@@ -477,9 +477,10 @@ def check_queue_size(queue_size: int, global_batch: int) -> None:
     the global batch (batch_size x devices x nodes), and no smaller, as solo-learn asserts; a
     write that wrapped around inside one batch would overwrite its own keys."""
     if queue_size < global_batch or queue_size % global_batch:
+        nearest = max(1, round(queue_size / global_batch)) * global_batch
         raise ConfigError(f"method_kwargs.queue_size: {queue_size} is not a multiple of the global "
                           f"batch of {global_batch} (optimizer.batch_size x devices x nodes); use "
-                          f"a multiple such as {max(1, round(queue_size / global_batch)) * global_batch}")
+                          f"a multiple such as {nearest}")
 
 
 def known_world_size(cfg: ExperimentConfig) -> Optional[int]:
@@ -503,7 +504,8 @@ def parse_saved_config(raw: Mapping[str, Any], source: str) -> ExperimentConfig:
     from solo.solo_learn_compat import prune_saved
 
     method = raw.get("method")
-    method_config = METHODS.get(method).Config if isinstance(method, str) and method in METHODS else None
+    known = isinstance(method, str) and method in METHODS
+    method_config = METHODS.get(method).Config if known else None
     pruned = prune_saved({k: v for k, v in raw.items() if k not in ("hydra", "defaults")},
                          ExperimentConfig, method_config, frozenset(trainer_keys()), source)
     return parse_config(pruned)

@@ -228,4 +228,6 @@ def build_dataset(data: DataConfig, split: str, transform: Optional[Transform],
         if len(dataset) == 0:
             raise ConfigError(f"{key}: '{path}' holds no labelled images, so there is no kNN "
                               "bank; turn kNN off (knn_eval.enabled: False)")
-    return IndexedDataset(dataset) if (split == "train" if indexed is None else indexed) else dataset
+    if indexed is None:
+        indexed = split == "train"
+    return IndexedDataset(dataset) if indexed else dataset

@@ -19,23 +19,14 @@ from solo.eval.linear_config import LinearConfig
 from solo.eval.linear_data import LinearDataModule
 from solo.pretrain import RUN_ID_VARIABLE, build_loggers, trainer_kwargs
 from solo.utils.checkpoint import Checkpointer, new_run_id
-from solo.utils.resume import find_resume_point, run_id_of, schema_defaults
+from solo.utils.resume import RESTART_CHANGES, find_resume_point, run_id_of, schema_defaults
 from solo.utils.schema import ConfigError
 from solo.zoo import CheckpointError, Pretrained, load_pretrained
 
 RUNS_FOLDER = "linear"  # runs go to <checkpoint.dir>/linear/<run id>, as in solo-learn
-# what may differ between a linear run and the rerun that continues it (see
-# solo.utils.resume.RESUMABLE_CHANGES); the pretrained checkpoint, data subset and recipe may not
-RESUMABLE_CHANGES = (
-    "data.train_path", "data.val_path", "data.num_workers", "num_workers", "checkpoint.dir",
-    "checkpoint.frequency", "checkpoint.keep_prev", "auto_resume.*", "resume_from_checkpoint",
-    "wandb.*", "dali.device", "num_nodes", "performance.compile", "performance.compile_mode",
-    "performance.compile_backend", "performance.disable_channel_last",
-    "performance.progress_bar_refresh_rate", "trainer.devices", "trainer.num_nodes",
-    "trainer.accelerator", "trainer.strategy", "trainer.log_every_n_steps",
-    "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.limit_val_batches",
-    "trainer.num_sanity_val_steps", "trainer.check_val_every_n_epoch",
-)
+# what may differ between a linear run and the rerun that continues it; the pretrained checkpoint,
+# the data subset and the recipe may not
+RESUMABLE_CHANGES = RESTART_CHANGES
 
 
 @dataclass

@@ -69,9 +69,12 @@ def upgrade_state_dict(state: dict[str, Tensor], expected: dict[str, Tensor]) ->
             value = value.reshape(1)
         upgraded[key] = value
     for key, value in expected.items():
-        weight = key[: -len("bias")] + "weight"
-        if key.endswith(".bias") and key not in upgraded and weight in upgraded \
-                and upgraded[weight].dim() == 2:
+        if key in upgraded or not key.endswith(".bias"):
+            continue
+        head, _, index = key[: -len(".bias")].rpartition(".")
+        # only a Sequential's Linear followed by a batch norm, which cancels any constant
+        before_batch_norm = index.isdigit() and f"{head}.{int(index) + 1}.running_mean" in expected
+        if before_batch_norm and f"{head}.{index}.weight" in upgraded:
             upgraded[key] = torch.zeros_like(value)
     return upgraded
 

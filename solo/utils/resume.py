@@ -13,19 +13,23 @@ from pathlib import Path
 from typing import Any, Sequence
 
 # what may differ between the run that wrote a checkpoint and the rerun that continues it: where
-# files are, which devices and how many workers, logging, evaluation, and speed settings that do
-# not change what is computed. A key ending in ".*" covers its whole section. Everything else of
-# the resolved config must be equal (the lr is scaled to the new global batch when devices change)
-RESUMABLE_CHANGES = (
-    "data.train_path", "data.val_path", "data.num_workers", "data.pipeline",
-    "data.resident_max_gb", "checkpoint.dir", "checkpoint.frequency", "checkpoint.keep_prev",
-    "auto_resume.*", "resume_from_checkpoint", "wandb.*", "knn_eval.*", "auto_umap.*",
-    "no_validation", "debug_augmentations", "dali.device", "num_nodes",
-    "performance.compile", "performance.compile_mode", "performance.compile_backend",
-    "performance.disable_channel_last", "performance.progress_bar_refresh_rate",
-    "trainer.devices", "trainer.num_nodes", "trainer.accelerator", "trainer.strategy",
-    "trainer.log_every_n_steps", "trainer.enable_progress_bar", "trainer.enable_model_summary",
-    "trainer.limit_val_batches", "trainer.num_sanity_val_steps", "trainer.check_val_every_n_epoch",
+# files are, which devices, how many workers, logging, and speed settings that do not change what
+# is computed. A key ending in ".*" covers its whole section. Everything else of the resolved
+# config must be equal (the lr is scaled to the new global batch when devices change)
+RESTART_CHANGES = (
+    "data.train_path", "data.val_path", "data.num_workers", "checkpoint.dir",
+    "checkpoint.frequency", "checkpoint.keep_prev", "auto_resume.*", "resume_from_checkpoint",
+    "wandb.*", "dali.device", "num_nodes", "performance.compile", "performance.compile_mode",
+    "performance.compile_backend", "performance.disable_channel_last",
+    "performance.progress_bar_refresh_rate", "trainer.devices", "trainer.num_nodes",
+    "trainer.accelerator", "trainer.strategy", "trainer.log_every_n_steps",
+    "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.limit_val_batches",
+    "trainer.num_sanity_val_steps", "trainer.check_val_every_n_epoch",
+)
+# pretraining adds the pipeline that makes the views (the same distributions) and its evaluation
+RESUMABLE_CHANGES = RESTART_CHANGES + (
+    "data.pipeline", "data.resident_max_gb", "knn_eval.*", "auto_umap.*", "no_validation",
+    "debug_augmentations",
 )
 ONLY_UPWARD = ("trainer.max_epochs",)  # a run may be extended, never shortened
 _MISSING = object()

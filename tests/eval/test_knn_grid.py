@@ -76,21 +76,16 @@ def test_grid_matches_the_slow_reference_for_every_setting() -> None:
     assert {row.feature for row in rows} == {"backbone"}
 
 
-def test_grid_agrees_with_the_online_knn() -> None:
+@pytest.mark.parametrize("distance", ["cosine", "euclidean"])
+def test_grid_agrees_with_the_online_knn(distance: str) -> None:
     g = torch.Generator().manual_seed(1)
     bank, labels = torch.randn(200, 16, generator=g), torch.randint(0, 10, (200,), generator=g)
     queries, targets = torch.randn(50, 16, generator=g), torch.randint(0, 10, (50,), generator=g)
-    online = WeightedKNN(k=20, temperature=0.07, distance="cosine")
+    online = WeightedKNN(k=20, temperature=0.07, distance=distance)
     online.add_bank(bank, labels)
     online.add_queries(queries, targets)
     acc1, acc5 = online.compute(10)
-    [row] = knn_sweep(bank, labels, queries, targets, [20], [0.07], ["cosine"], 10)
-    assert (row.acc1, row.acc5) == pytest.approx((float(acc1), float(acc5)))
-    online = WeightedKNN(k=20, temperature=0.07, distance="euclidean")
-    online.add_bank(bank, labels)
-    online.add_queries(queries, targets)
-    acc1, acc5 = online.compute(10)
-    [row] = knn_sweep(bank, labels, queries, targets, [20], [0.07], ["euclidean"], 10)
+    [row] = knn_sweep(bank, labels, queries, targets, [20], [0.07], [distance], 10)
     assert (row.acc1, row.acc5) == pytest.approx((float(acc1), float(acc5)))
 
 
