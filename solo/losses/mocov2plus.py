@@ -19,7 +19,7 @@ def moco_loss(query: Tensor, key: Tensor, queue: Tensor, temperature: float = 0.
     q = F.normalize(query.float(), dim=-1)
     k = F.normalize(key.detach().float(), dim=-1)
     positive = (q * k).sum(dim=-1, keepdim=True)  # (B, 1)
-    with full_float32():
+    with full_float32(q.device.type):
         negatives = q @ queue.detach().float()  # (B, K)
     logits = torch.cat([positive, negatives], dim=1) / temperature
     target = torch.zeros(q.size(0), dtype=torch.long, device=q.device)

@@ -32,7 +32,7 @@ def nt_xent_loss(z: Tensor, indexes: Tensor, temperature: float = 0.1) -> Tensor
     all_indexes = gather_no_grad(indexes)  # (world * N,)
 
     n = z.size(0)
-    with full_float32():
+    with full_float32(z.device.type):
         logits = z @ all_z.T / temperature  # (N, world * N)
     # this process's rows sit at [rank * n, (rank + 1) * n) of the gathered tensor
     self_column = torch.arange(n, device=z.device) + rank() * n

@@ -26,7 +26,7 @@ EUCLIDEAN_EPSILON = 1e-5  # solo-learn's: keeps an exact duplicate's weight fini
 def similarity(queries: Tensor, bank: Tensor, distance: str) -> Tensor:
     """(Q, N) cosine similarities, or negative euclidean distances, of queries to bank entries:
     larger is nearer for both, so ``topk`` finds the neighbours."""
-    with full_float32():
+    with full_float32(queries.device.type):
         if distance == "cosine":
             return F.normalize(queries, dim=1) @ F.normalize(bank, dim=1).T
         return -torch.cdist(queries, bank)

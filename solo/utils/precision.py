@@ -1,9 +1,10 @@
 """Where float32 matrix products may use TF32, and where they must not.
 
 ``performance.tf32`` lets the backbone and heads use TF32 tensor cores on GPUs that have them
-(Ampere and later). The losses' logits (exp of similarities over temperatures of 0.1 or less) and
-the kNN similarities (the ranking of near neighbours) need every digit of float32, so they run
-inside ``full_float32`` whatever that switch says.
+(Ampere and later), and mixed precision runs them in bfloat16. The losses' logits (exp of
+similarities over temperatures of 0.1 or less) and the kNN similarities (the ranking of near
+neighbours) need every digit of float32, so they run inside ``full_float32`` whatever those
+settings say.
 """
 
 from __future__ import annotations
@@ -23,14 +24,17 @@ def set_tf32(enabled: bool) -> None:
 
 
 @contextmanager
-def full_float32() -> Iterator[None]:
-    """Float32 matmuls inside the block are computed in IEEE float32 (no TF32)."""
+def full_float32(device_type: str) -> Iterator[None]:
+    """Float32 matmuls inside the block are computed in IEEE float32: no TF32, and no autocast
+    (which would run them in bfloat16 or float16 whatever their inputs' dtype). ``device_type``
+    is the inputs' (``tensor.device.type``), whose autocast is switched off."""
     previous = torch.get_float32_matmul_precision()
-    if previous == "highest":
-        yield
-        return
-    torch.set_float32_matmul_precision("highest")
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(previous)
+    with torch.autocast(device_type, enabled=False):
+        if previous == "highest":
+            yield
+            return
+        torch.set_float32_matmul_precision("highest")
+        try:
+            yield
+        finally:
+            torch.set_float32_matmul_precision(previous)
