@@ -18,6 +18,7 @@ from solo.data import build_pipeline
 from solo.eval.umap import build_auto_umap
 from solo.methods import METHODS
 from solo.utils.checkpoint import Checkpointer, new_run_id
+from solo.utils.precision import gpu_supports_bf16
 from solo.utils.resume import find_resume_point, run_id_of, schema_defaults
 
 RUN_ID_VARIABLE = "SOLO_RUN_ID"
@@ -36,10 +37,14 @@ def trainer_kwargs(cfg: ExperimentConfig) -> dict[str, Any]:
         if on_cpu and not cfg.performance.bf16:
             warnings.warn("precision 16 (fp16 autocast) does not run on the CPU; using bf16-mixed",
                           stacklevel=2)
-        if on_cpu or (cfg.performance.bf16 and torch.cuda.is_bf16_supported()):
+        if on_cpu or (cfg.performance.bf16 and gpu_supports_bf16(kwargs.get("strategy", "auto"))):
             kwargs["precision"] = "bf16-mixed"  # bfloat16 autocast needs no loss scaling
     if not on_cpu:
         kwargs.setdefault("benchmark", True)  # cuDNN picks its fastest kernels for the fixed shapes
+    if cfg.performance.compile:
+        # Lightning validates under inference_mode; a compiled backbone (CUDA graphs above all)
+        # first traced there cannot then be trained
+        kwargs.setdefault("inference_mode", False)
     count = kwargs.get("devices", "auto")
     # one process: "auto" is one device on the CPU (on GPUs it means all of them)
     single = cfg.num_nodes == 1 and (

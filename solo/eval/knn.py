@@ -25,7 +25,7 @@ from solo.eval.features import (
     pick_device,
     project,
 )
-from solo.nn.knn import similarity, vote
+from solo.nn.knn import prepare_bank, similarity, vote
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,10 @@ def knn_sweep(bank: Tensor, bank_targets: Tensor, queries: Tensor, query_targets
     # hits[(distance, k, T)] = [acc@1 hits, acc@5 hits], summed over query chunks
     hits: dict[tuple[str, int, Optional[float]], list[int]] = {}
     for distance in distances:
+        prepared = prepare_bank(bank, distance)
         for chunk, targets in zip(queries.split(chunk_size), query_targets.split(chunk_size)):
             chunk, targets = chunk.to(device).float(), targets.to(device).long()
-            sim, idx = similarity(chunk, bank, distance).topk(largest_k, dim=1)  # (q, largest_k)
+            sim, idx = similarity(chunk, prepared, distance).topk(largest_k, dim=1)  # (q, k_max)
             neighbour_targets = bank_targets[idx]
             for k in ks:
                 k_used = min(k, largest_k)

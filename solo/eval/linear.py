@@ -67,7 +67,7 @@ class LinearModel(pl.LightningModule):
         self.backbone.train(self.finetune)
         self.mixup = build_mixup(cfg)
         self.criterion = build_criterion(cfg)
-        self.channels_last = False  # switched on in on_fit_start for GPUs
+        self.channels_last = False  # switched on in configure_model for GPUs
 
     def train(self, mode: bool = True) -> "LinearModel":
         """A frozen backbone stays in eval mode even when the whole model is switched to training
@@ -136,8 +136,9 @@ class LinearModel(pl.LightningModule):
                                     classifier_lr=lr)
         return with_schedule(self, optimizer, self.cfg.scheduler)
 
-    def on_fit_start(self) -> None:
-        if (self.device.type == "cuda" and not self.inputs_are_features
-                and not self.cfg.performance.disable_channel_last):
+    def configure_model(self) -> None:
+        # before the strategy moves and wraps the model (see BaseMethod.configure_model)
+        on_gpu = self._trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        if on_gpu and not self.inputs_are_features and not self.cfg.performance.disable_channel_last:
             self.channels_last = True
             self.to(memory_format=torch.channels_last)

@@ -105,7 +105,7 @@ class BaseMethod(pl.LightningModule):
         self.num_large_crops = cfg.num_large_crops
         self.knn = WeightedKNN(cfg.knn_eval.k, cfg.knn_eval.temperature,
                                cfg.knn_eval.distance_func) if cfg.knn_eval.enabled else None
-        self.channels_last = False  # switched on in on_fit_start for GPUs
+        self.channels_last = False  # switched on in configure_model for GPUs
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lightning calls this before loading the weights, for load_from_checkpoint and resumes
@@ -229,14 +229,20 @@ class BaseMethod(pl.LightningModule):
                                     lr, classifier_lr)
         return with_schedule(self, optimizer, self.cfg.scheduler)
 
+    def configure_model(self) -> None:
+        # before the strategy moves the model and wraps it in DDP: converted after the wrap, the
+        # parameters' strides no longer match DDP's gradient buckets (a warning, extra copies)
+        # (load_from_checkpoint calls it too, without a trainer)
+        on_gpu = self._trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        if on_gpu and not self.cfg.performance.disable_channel_last:
+            self.channels_last = True
+            self.to(memory_format=torch.channels_last)
+
     def on_fit_start(self) -> None:
         queue_size = getattr(self.kwargs, "queue_size", None)
         if queue_size is not None:  # the config could not know "auto" devices' count
             check_queue_size(queue_size, self.cfg.optimizer.batch_size * self.trainer.world_size)
         performance = self.cfg.performance
-        if self.device.type == "cuda" and not performance.disable_channel_last:
-            self.channels_last = True
-            self.to(memory_format=torch.channels_last)
         if self.device.type == "cuda":
             set_tf32(performance.tf32)
         if performance.compile:

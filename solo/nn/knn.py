@@ -23,13 +23,20 @@ DISTANCES = ("cosine", "euclidean")
 EUCLIDEAN_EPSILON = 1e-5  # solo-learn's: keeps an exact duplicate's weight finite
 
 
+def prepare_bank(bank: Tensor, distance: str) -> Tensor:
+    """The bank as ``similarity`` takes it: float32, and L2-normalized for the cosine distance
+    (once for all queries, not once per chunk of them)."""
+    bank = bank.float()
+    return F.normalize(bank, dim=1) if distance == "cosine" else bank
+
+
 def similarity(queries: Tensor, bank: Tensor, distance: str) -> Tensor:
-    """(Q, N) cosine similarities, or negative euclidean distances, of queries to bank entries:
-    larger is nearer for both, so ``topk`` finds the neighbours."""
+    """(Q, N) cosine similarities, or negative euclidean distances, of queries to the entries of
+    a ``prepare_bank``-ed bank: larger is nearer for both, so ``topk`` finds the neighbours."""
     with full_float32(queries.device.type):
         if distance == "cosine":
-            return F.normalize(queries, dim=1) @ F.normalize(bank, dim=1).T
-        return -torch.cdist(queries, bank)
+            return F.normalize(queries.float(), dim=1) @ bank.T
+        return -torch.cdist(queries.float(), bank)
 
 
 def neighbour_weights(sim: Tensor, distance: str, temperature: Optional[float]) -> Tensor:
@@ -73,30 +80,29 @@ class WeightedKNN:
         self._queries: list[Tensor] = []
         self._query_targets: list[Tensor] = []
 
+    # copies: with CUDA graphs (compile_mode reduce-overhead) a step's outputs are overwritten by
+    # the next replay, so features kept across batches must not alias them
     def add_bank(self, features: Tensor, targets: Tensor) -> None:
-        self._bank.append(features.detach().float())
-        self._bank_targets.append(targets.detach())
+        self._bank.append(features.detach().to(torch.float32, copy=True))
+        self._bank_targets.append(targets.detach().clone())
 
     def add_queries(self, features: Tensor, targets: Tensor) -> None:
-        self._queries.append(features.detach().float())
-        self._query_targets.append(targets.detach())
+        self._queries.append(features.detach().to(torch.float32, copy=True))
+        self._query_targets.append(targets.detach().clone())
 
     @property
     def ready(self) -> bool:
         return bool(self._bank) and bool(self._queries)
 
-    def _similarity(self, queries: Tensor, bank: Tensor) -> Tensor:
-        return similarity(queries, bank, self.distance)
-
     @torch.no_grad()
     def predict(self, queries: Tensor, bank: Tensor, bank_targets: Tensor,
                 num_classes: int) -> Tensor:
         """Class scores (Q, num_classes) of each query."""
-        queries, bank = queries.float(), bank.float()
+        bank = prepare_bank(bank, self.distance)
         k = min(self.k, len(bank))
         scores = []
         for chunk in queries.split(self.chunk_size):
-            sim, idx = self._similarity(chunk, bank).topk(k, dim=1)  # (q, k)
+            sim, idx = similarity(chunk, bank, self.distance).topk(k, dim=1)  # (q, k)
             scores.append(vote(sim, bank_targets[idx], num_classes, self.distance,
                                self.temperature))
         return torch.cat(scores)

@@ -15,6 +15,30 @@ from typing import Iterator
 import torch
 
 
+def starts_by_fork(strategy: object) -> bool:
+    """Whether a Lightning strategy forks its processes ("ddp_fork", "ddp_notebook", ...): those
+    refuse to start from a process that has initialized CUDA."""
+    name = str(strategy)
+    return "fork" in name or "notebook" in name
+
+
+def gpu_supports_bf16(strategy: object = "auto") -> bool:
+    """Whether the first GPU computes in bfloat16 (Ampere, compute capability 8, and later),
+    read through NVML so that this process does not initialize CUDA; without NVML, torch's check
+    (which initializes CUDA) unless ``strategy`` forks, where fp16 is kept instead."""
+    try:
+        import pynvml  # nvidia-ml-py
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        major, _ = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
+        return major >= 8
+    except Exception:  # no NVML library or no GPU it can see
+        if starts_by_fork(strategy):
+            return False
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
 def set_tf32(enabled: bool) -> None:
     """TF32 for float32 matmuls and convolutions on or off, for the whole process."""
     # the public setter: torch refuses to mix its legacy and new TF32 flags, and this one is

@@ -93,9 +93,10 @@ def test_unknown_pipeline() -> None:
 
 
 def test_auto_pipeline_resolves_by_device_and_format() -> None:
-    from solo.data.pipelines import resolve_pipeline
+    from solo.data.pipelines import GPU_PIPELINE_BY_DEFAULT, resolve_pipeline
 
-    expected = "gpu" if torch.cuda.is_available() else "cpu"
+    # the device pipeline is the default on a GPU only once gpu_check.sh has passed on one
+    expected = "gpu" if torch.cuda.is_available() and GPU_PIPELINE_BY_DEFAULT else "cpu"
     assert experiment().data.pipeline == "auto"
     assert resolve_pipeline(experiment()) == expected
     on_cpu = experiment()

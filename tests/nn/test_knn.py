@@ -102,3 +102,16 @@ def test_accuracy_at_k() -> None:
     logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.15, 0.05], [0.2, 0.3, 0.5]])
     acc1, acc2 = accuracy_at_k(logits, torch.tensor([1, 2, 1]), top_k=(1, 2))
     assert math.isclose(float(acc1), 1 / 3, rel_tol=1e-6) and math.isclose(float(acc2), 2 / 3, rel_tol=1e-6)
+
+
+def test_stored_features_are_copies() -> None:
+    """With CUDA graphs a step's outputs are overwritten by the next replay: what the kNN keeps
+    across batches must not share their memory (float32 inputs included)."""
+    knn = WeightedKNN(k=3)
+    features, targets = torch.randn(6, 4), torch.arange(6)
+    knn.add_bank(features, targets)
+    knn.add_queries(features, targets)
+    features.zero_()
+    targets.zero_()
+    assert knn._bank[0].abs().sum() > 0 and knn._queries[0].abs().sum() > 0
+    assert knn._bank_targets[0].tolist() == list(range(6))

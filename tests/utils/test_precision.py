@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from solo.losses import moco_loss, nt_xent_loss
-from solo.nn.knn import similarity
+from solo.nn.knn import prepare_bank, similarity
 from solo.utils.precision import full_float32, set_tf32
 
 MATMULS = {torch.matmul, torch.mm, torch.bmm, torch.Tensor.__matmul__, torch.Tensor.matmul,
@@ -45,7 +45,7 @@ def test_losses_and_knn_matmuls_ignore_tf32(tf32_on: None) -> None:
     assert torch.get_float32_matmul_precision() == "high"  # TF32 allowed for everything else
     nt_xent_loss(recording(8, 16), torch.arange(4).repeat(2), 0.2)
     moco_loss(recording(4, 16), recording(4, 16), recording(16, 32), 0.2)
-    similarity(recording(5, 16), recording(9, 16), "cosine")
+    similarity(recording(5, 16), prepare_bank(recording(9, 16), "cosine"), "cosine")
     assert len(RecordsMatmulPrecision.seen) >= 3
     assert set(RecordsMatmulPrecision.seen) == {"highest"}
     assert torch.get_float32_matmul_precision() == "high"  # restored afterwards
@@ -74,7 +74,8 @@ def test_losses_and_knn_stay_float32_under_autocast() -> None:
 
     def compute() -> list[torch.Tensor]:
         return [nt_xent_loss(z, indexes, 0.1), moco_loss(q, k, queue, 0.2),
-                similarity(q, k, "cosine"), similarity(q, k, "euclidean")]
+                similarity(q, prepare_bank(k, "cosine"), "cosine"),
+                similarity(q, prepare_bank(k, "euclidean"), "euclidean")]
 
     reference = compute()
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -82,3 +83,22 @@ def test_losses_and_knn_stay_float32_under_autocast() -> None:
     for expected, value in zip(reference, mixed):
         assert value.dtype == torch.float32
         torch.testing.assert_close(value, expected, rtol=0, atol=1e-6)
+
+
+def test_bf16_support_is_read_without_initializing_cuda_for_forking_strategies() -> None:
+    from solo.utils.precision import gpu_supports_bf16, starts_by_fork
+
+    assert starts_by_fork("ddp_fork") and starts_by_fork("ddp_notebook")
+    assert not starts_by_fork("ddp") and not starts_by_fork("auto")
+    initialized = torch.cuda.is_initialized()
+    gpu_supports_bf16("ddp_fork")
+    assert torch.cuda.is_initialized() == initialized  # a forked DDP could still start
+
+
+def test_compiled_runs_validate_outside_inference_mode(cifar_mini) -> None:
+    from solo.pretrain import trainer_kwargs
+    from tests.helpers import shipped_config
+
+    assert "inference_mode" not in trainer_kwargs(shipped_config("byol", cifar_mini))
+    compiled = shipped_config("byol", cifar_mini, ["++performance.compile=True"])
+    assert trainer_kwargs(compiled)["inference_mode"] is False
