@@ -18,6 +18,7 @@ from solo.backbones import build_backbone
 from solo.config import SMALL_IMAGE_DATASETS, ExperimentConfig, check_queue_size, parse_config
 from solo.nn import OnlineProbe, WeightedKNN
 from solo.utils.lightning_hooks import accumulation, log_host_values, with_schedule
+from solo.utils.distributed import gather_padded
 from solo.utils.optim import build_optimizer, param_groups, scaled_lr
 from solo.utils.precision import set_tf32
 
@@ -200,13 +201,11 @@ class BaseMethod(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if self.knn is None or not self.knn.ready:
             return
-        acc1, acc5 = self.knn.compute(self.cfg.num_classes, gather=self._gather_all)
+        # the processes' banks may differ in length: padded with unlabelled rows, which the
+        # vote leaves out
+        acc1, acc5 = self.knn.compute(self.cfg.num_classes, gather=gather_padded)
         self.log_dict({"knn_acc1": acc1, "knn_acc5": acc5}, sync_dist=True)
         self.knn.reset()
-
-    def _gather_all(self, x: Tensor) -> Tensor:
-        gathered = self.all_gather(x)
-        return gathered.flatten(0, 1) if self.trainer.world_size > 1 else gathered
 
     # ------------------------------------------------------------------------------------------
     # optimization

@@ -109,15 +109,16 @@ class WeightedKNN:
 
     @torch.no_grad()
     def compute(self, num_classes: int | None = None,
-                gather: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor]:
+                gather: Callable[[Tensor, float], Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """acc@1 and acc@5 of the accumulated queries against the accumulated bank.
 
-        ``gather`` collects the bank from every process, so each one votes with the whole bank
-        and reports on its own share of the queries.
+        ``gather(x, fill)`` collects the bank from every process (``gather_padded``: banks of
+        different lengths are padded with ``fill`` rows, target -1, left out of the vote), so
+        each one votes with the whole bank and reports on its own share of the queries.
         """
         bank, bank_targets = torch.cat(self._bank), torch.cat(self._bank_targets)
         if gather is not None:
-            bank, bank_targets = gather(bank), gather(bank_targets)
+            bank, bank_targets = gather(bank, 0.0), gather(bank_targets, -1)
         labelled = bank_targets >= 0  # indexing syncs with the host: once per validation
         bank, bank_targets = bank[labelled], bank_targets[labelled]
         if len(bank) == 0:

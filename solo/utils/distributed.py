@@ -44,3 +44,18 @@ def gather_no_grad(x: Tensor) -> Tensor:
     parts = [torch.empty_like(x) for _ in range(world_size())]
     dist.all_gather(parts, x)
     return torch.cat(parts, dim=0)
+
+
+@torch.no_grad()
+def gather_padded(x: Tensor, fill: float) -> Tensor:
+    """``gather_no_grad`` for tensors whose first dimension differs between processes (a sharded
+    loader's last batches, DALI's shards): each is padded to the longest with ``fill`` rows before
+    the gather, which needs equal shapes. The caller tells padded rows by ``fill``."""
+    if world_size() == 1:
+        return x
+    length = torch.tensor([len(x)], device=x.device)
+    lengths = gather_no_grad(length)  # one small gather, so once per validation, not per step
+    padding = int(lengths.max()) - len(x)
+    if padding:
+        x = torch.cat([x, x.new_full((padding, *x.shape[1:]), fill)])
+    return gather_no_grad(x)
