@@ -219,6 +219,8 @@ class BatchMultiCrop:
 
     def __call__(self, images: Tensor, sizes: Optional[Tensor] = None,
                  generator: Optional[torch.Generator] = None) -> list[Tensor]:
+        if images.dtype == torch.uint8:  # once per batch, not once per view
+            images = images.float().div_(255)
         return [transform(images, sizes, generator) for transform, num_crops in self.transforms
                 for _ in range(num_crops)]
 

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
-from torchvision.transforms.v2.functional import pil_to_tensor
+from torchvision.transforms.v2.functional import pil_to_tensor, resize
 
 from solo.config import ConfigError
 
@@ -85,19 +85,53 @@ class EncodedFiles(Dataset):
         return index, decode_image(data, mode=ImageReadMode.RGB), False, target
 
 
+def collate_encoded(items: list[tuple[int, Tensor, bool, int]]) -> tuple[Tensor, list[Tensor],
+                                                                          list[bool], Tensor]:
+    """A streamed batch as (indexes, encoded or decoded images, which are JPEGs, targets), with
+    the numbers as tensors built here, in the worker: the DataLoader pins them, so they reach the
+    device with a non-blocking copy, not a host sync per batch."""
+    indexes, encoded, is_jpeg, targets = zip(*items)
+    return torch.tensor(indexes), list(encoded), list(is_jpeg), torch.tensor(targets)
+
+
+def _decode_one(data: Tensor, device: torch.device) -> Tensor:
+    try:
+        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError:
+        # nvJPEG refuses some JPEGs that libjpeg reads (CMYK: about 22 in ImageNet)
+        return decode_jpeg(data.cpu(), mode=ImageReadMode.RGB).to(device, non_blocking=True)
+
+
 def decode_on_device(encoded: list[Tensor], is_jpeg: list[bool], device: torch.device) -> list[Tensor]:
-    """uint8 (3, H, W) images on ``device``: JPEGs decoded there in one batched call."""
+    """uint8 (3, H, W) images on ``device``: JPEGs decoded there in one batched call. A batch the
+    device decoder refuses (one file it cannot read fails them all) is decoded file by file,
+    on the CPU for the files the device refuses."""
     jpegs = [data for data, jpeg in zip(encoded, is_jpeg) if jpeg]
-    decoded = iter(decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=device) if jpegs else [])
-    return [next(decoded) if jpeg else data.to(device) for data, jpeg in zip(encoded, is_jpeg)]
+    try:
+        decoded = decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=device) if jpegs else []
+    except RuntimeError:
+        decoded = [_decode_one(data, device) for data in jpegs]
+    images = iter(decoded)
+    return [next(images) if jpeg else data.to(device, non_blocking=True)
+            for data, jpeg in zip(encoded, is_jpeg)]
+
+
+def shrink_oversized(images: list[Tensor], max_short_side: int) -> list[Tensor]:
+    """Images whose shorter side exceeds ``max_short_side`` resized (antialiased) down to it, the
+    others as they are: one huge photo would make every padded image of its batch that big."""
+    return [image if min(image.shape[1:]) <= max_short_side
+            else resize(image, max_short_side, antialias=True) for image in images]
 
 
 def pad_batch(images: list[Tensor]) -> tuple[Tensor, Tensor]:
-    """Differently sized images zero-padded into one (B, 3, H_max, W_max) tensor, and their sizes."""
+    """Differently sized images zero-padded into one (B, 3, H_max, W_max) tensor, and their sizes
+    (B, 2), built from the shapes the host knows and copied without a sync."""
     height = max(image.shape[1] for image in images)
     width = max(image.shape[2] for image in images)
     batch = images[0].new_zeros(len(images), 3, height, width)
     for i, image in enumerate(images):
         batch[i, :, : image.shape[1], : image.shape[2]] = image
-    sizes = torch.tensor([image.shape[1:] for image in images], device=batch.device)
-    return batch, sizes
+    sizes = torch.tensor([tuple(image.shape[1:]) for image in images])
+    if batch.is_cuda:
+        sizes = sizes.pin_memory()
+    return batch, sizes.to(batch.device, non_blocking=True)

@@ -27,7 +27,14 @@ from solo.data.augmentations import CIFAR_LIKE
 from solo.data.batch_augment import BatchMultiCrop
 from solo.data.batch_ops import resize_center_crop
 from solo.data.datasets import build_dataset, dataset_files
-from solo.data.device_images import EncodedFiles, decode_all, decode_on_device, pad_batch
+from solo.data.device_images import (
+    EncodedFiles,
+    collate_encoded,
+    decode_all,
+    decode_on_device,
+    pad_batch,
+    shrink_oversized,
+)
 from solo.data.pipelines import PIPELINES, validation_splits
 
 Batch = tuple[Tensor, ...]
@@ -101,12 +108,9 @@ class _EpochBatchSampler:
             yield order[step * self.batch_size: (step + 1) * self.batch_size]
 
 
-def _columns(items: list[tuple]) -> list[tuple]:
-    return list(zip(*items))
-
-
 class StreamedBatches:
-    """Batches of image files read by persistent worker processes and decoded on the device."""
+    """Batches of image files read by persistent worker processes and decoded on the device;
+    ``make_batch`` gets the batch's images as a list, their sizes differ."""
 
     def __init__(self, files: list[tuple[str, int]], make_batch: Callable[..., Batch],
                  batch_size: int, train: bool, seed: int, epoch: Callable[[], int], rank: int,
@@ -114,7 +118,7 @@ class StreamedBatches:
         self.make_batch, self.device = make_batch, device
         sampler = _EpochBatchSampler(len(files), batch_size, train, seed, epoch, rank, world_size)
         self.loader = DataLoader(EncodedFiles(files), batch_sampler=sampler, num_workers=num_workers,
-                                 collate_fn=_columns, persistent_workers=num_workers > 0,
+                                 collate_fn=collate_encoded, persistent_workers=num_workers > 0,
                                  pin_memory=device.type == "cuda")
 
     def __len__(self) -> int:
@@ -122,9 +126,9 @@ class StreamedBatches:
 
     def __iter__(self) -> Iterator[Batch]:
         for indexes, encoded, is_jpeg, targets in self.loader:
-            images, sizes = pad_batch(decode_on_device(list(encoded), list(is_jpeg), self.device))
-            yield self.make_batch(torch.tensor(indexes, device=self.device), images, sizes,
-                                  torch.tensor(targets, device=self.device))
+            images = decode_on_device(encoded, is_jpeg, self.device)  # a list: sizes differ
+            yield self.make_batch(indexes.to(self.device, non_blocking=True), images,
+                                  targets.to(self.device, non_blocking=True))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -143,6 +147,11 @@ class GPUPipeline(LightningDataModule):
         self.multicrop = BatchMultiCrop(cfg.augmentations)
         first = cfg.augmentations[0]
         self.val_crop = first.crop_size
+        # streamed images larger than this (shorter side) are shrunk before padding: still large
+        # enough that the smallest random crop of any group is downsampled, never upsampled
+        self.max_short_side = max(
+            math.ceil(aug.crop_size / math.sqrt(aug.rrc.crop_min_scale if aug.rrc.enabled else 1))
+            for aug in cfg.augmentations)
         self.mean = torch.tensor(first.normalization[0]).view(1, 3, 1, 1)
         self.std = torch.tensor(first.normalization[1]).view(1, 3, 1, 1)
         self._splits: dict[str, tuple[Tensor, Tensor] | list[tuple[str, int]]] = {}
@@ -203,28 +212,28 @@ class GPUPipeline(LightningDataModule):
         return len(dataset) * 3 * width * height <= self.cfg.data.resident_max_gb * GIB
 
     # -- batches -----------------------------------------------------------------------------------
-    def _train_batch(self, indexes: Tensor, images: Tensor, sizes: Optional[Tensor],
-                     targets: Tensor) -> Batch:
+    def _train_batch(self, indexes: Tensor, images: Tensor | list[Tensor], targets: Tensor) -> Batch:
+        sizes = None
+        if isinstance(images, list):  # streamed, sizes differ: padded into one tensor
+            images, sizes = pad_batch(shrink_oversized(images, self.max_short_side))
         return indexes, self.multicrop(images, sizes, self._augment_generator()), targets
 
-    def _val_images(self, images: Tensor, sizes: Optional[Tensor]) -> Tensor:
+    def _val_images(self, images: Tensor | list[Tensor]) -> Tensor:
         if self.cfg.data.dataset in CIFAR_LIKE:  # resized to the crop, as build_val_transform
             resize = lambda x: resize_center_crop(x, (self.val_crop, self.val_crop), self.val_crop)  # noqa: E731
         else:
             resize = lambda x: resize_center_crop(x, round(self.val_crop * 256 / 224), self.val_crop)  # noqa: E731
-        if sizes is None:
+        if isinstance(images, list):  # images of different sizes: one at a time, unpadded
+            views = torch.cat([resize(image[None]) for image in images])
+        else:
             views = resize(images)
-        else:  # images of different sizes: one at a time
-            views = torch.cat([resize(image[None, :, : int(h), : int(w)])
-                               for image, (h, w) in zip(images, sizes.tolist())])
         views = (views / 255).clamp(0, 1)
         if self.mean.device != views.device:  # moved once, not at every batch
             self.mean, self.std = self.mean.to(views.device), self.std.to(views.device)
         return (views - self.mean) / self.std
 
-    def _val_batch(self, indexes: Tensor, images: Tensor, sizes: Optional[Tensor],
-                   targets: Tensor) -> Batch:
-        return self._val_images(images, sizes), targets
+    def _val_batch(self, indexes: Tensor, images: Tensor | list[Tensor], targets: Tensor) -> Batch:
+        return self._val_images(images), targets
 
     def _batches(self, split: str, make: Callable[..., Batch], train: bool):
         source = self._split(split)
@@ -235,7 +244,7 @@ class GPUPipeline(LightningDataModule):
         images, targets = source
 
         def from_positions(positions: Tensor) -> Batch:
-            return make(positions, images[positions], None, targets[positions])
+            return make(positions, images[positions], targets[positions])
 
         return ResidentBatches(len(images), from_positions, size, train, **self._place())
 

@@ -115,7 +115,7 @@ def test_streamed_epochs_reshuffle_with_persistent_workers(cifar_mini: Path) -> 
     cfg = pipeline_config(cifar_mini)
     files = dataset_files(build_dataset(cfg.data, "train", None, indexed=False))[:64]
     epoch = [0]
-    batches = StreamedBatches(files, lambda indexes, images, sizes, targets: (indexes, targets),
+    batches = StreamedBatches(files, lambda indexes, images, targets: (indexes, targets),
                               16, True, 5, lambda: epoch[0], 0, 1, 2, torch.device("cpu"))
     first = torch.cat([indexes for indexes, _ in batches])
     workers = batches.loader._iterator  # the worker processes of this epoch
@@ -146,3 +146,53 @@ def test_knn_bank_keeps_only_labelled_training_images(cifar_mini: Path, tmp_path
     _, bank = pipeline.val_dataloader()
     seen = torch.cat([batch_targets for _, batch_targets in bank])
     assert (seen >= 0).all() and len(seen) == labelled
+
+
+DEVICES = [pytest.param("cpu"),
+           pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+               not torch.cuda.is_available(), reason="needs a CUDA GPU")])]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_streamed_decoding_reads_cmyk_and_equals_libjpeg(cifar_mini: Path, device: str) -> None:
+    """nvJPEG's batched decoder refuses CMYK JPEGs (ImageNet has about 22) and fails the whole
+    batch: those files are decoded on the CPU, every other one on the device."""
+    import io
+
+    import numpy as np
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    from solo.data.device_images import decode_on_device
+
+    paths = sorted((cifar_mini / "train" / "cat").iterdir())[:4]
+    encoded = [torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in paths]
+    buffer = io.BytesIO()
+    Image.open(paths[0]).convert("CMYK").save(buffer, "JPEG")
+    cmyk = torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
+    png = io.BytesIO()
+    Image.open(paths[1]).convert("RGB").save(png, "PNG")
+    plain = torch.from_numpy(np.array(Image.open(io.BytesIO(png.getvalue())))).permute(2, 0, 1)
+    images = decode_on_device([*encoded, cmyk, plain], [True] * 5 + [False], torch.device(device))
+    assert len(images) == 6 and all(image.device.type == device for image in images)
+    for data, image in zip([*encoded, cmyk], images):
+        reference = decode_jpeg(data, mode=ImageReadMode.RGB)  # libjpeg, on the CPU
+        # nvJPEG and libjpeg may round a level apart
+        assert (image.cpu().int() - reference.int()).abs().max() <= 2
+    assert torch.equal(images[-1].cpu(), plain)
+
+
+def test_oversized_streamed_images_are_shrunk_before_padding(cifar_mini: Path) -> None:
+    from solo.data.device_images import pad_batch, shrink_oversized
+
+    pipeline = build_pipeline(pipeline_config(cifar_mini, "++data.resident_max_gb=0"))
+    # 32 px crops down to 8% of the area: 114 px keeps even the smallest crop at 32 px or more
+    assert pipeline.max_short_side == 114
+    huge = torch.randint(0, 256, (3, 3000, 4000), dtype=torch.uint8)
+    small = torch.randint(0, 256, (3, 32, 40), dtype=torch.uint8)
+    shrunk = shrink_oversized([huge, small], pipeline.max_short_side)
+    assert tuple(shrunk[0].shape) == (3, 114, 152) and shrunk[1] is small
+    padded, sizes = pad_batch(shrunk)
+    assert tuple(padded.shape) == (2, 3, 114, 152)
+    assert sizes.tolist() == [[114, 152], [32, 40]]
+    indexes, views, _ = pipeline._train_batch(torch.arange(2), [huge, small], torch.zeros(2))
+    assert [tuple(v.shape) for v in views] == [(2, 3, 32, 32)] * 2
