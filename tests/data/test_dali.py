@@ -305,3 +305,21 @@ def test_pretrain_byol_with_dali(tmp_path: Path) -> None:
     result = pretrain(cfg)
     assert math.isfinite(result.metrics["train_loss_epoch"])
     assert 0 <= result.metrics["knn_acc1"] <= 1 and 0 <= result.before["knn_acc1"] <= 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_dali_gpu_operators_make_the_batch_contract_on_the_device() -> None:
+    """DALI's "mixed" decoder and GPU operators, where DALI and a GPU are both there."""
+    cfg = experiment(dali={"device": "gpu"}, knn_eval={"enabled": True})
+    pipeline = build_pipeline(cfg)
+    indexes, crops, targets = next(iter(pipeline.train_loader(device_id=0)))
+    assert all(crop.is_cuda and crop.dtype == torch.float32 for crop in crops)
+    assert len(indexes) == len(targets) == BATCH
+    val, bank = (pipeline.val_loader(split, device_id=0) for split in ("val", "bank"))
+    images, _ = next(iter(val))
+    assert images.is_cuda
+    # the same views as the CPU pipeline's, two JPEG decoders apart
+    torch.testing.assert_close(images[:8].cpu(), reference_views(MINI / "test", torch.arange(8)),
+                               atol=0.05, rtol=0)
+    next(iter(bank))

@@ -1,45 +1,55 @@
-"""On a GPU, a training step with views made on the device never waits for the device: CUDA's
-sync debug mode turns any device-to-host synchronisation into an error. Skipped without a GPU."""
+"""On a GPU, training steps through a real Trainer (LARS, bf16, views made on the device) never
+wait for the device: CUDA's sync debug mode turns any device-to-host synchronisation inside a
+window of steps into an error. Skipped without a GPU; scripts/benchmark/gpu_check.sh runs it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 import torch
 
-from solo.data.batch_augment import BatchMultiCrop
+from solo.data import build_pipeline
 from solo.methods import METHODS
+from solo.pretrain import trainer_kwargs
 from tests.helpers import shipped_config
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+FIRST, LAST = 3, 7  # steps 0-2 may synchronise (allocator growth, cuDNN's kernel search)
 
 
-def test_views_step_and_momentum_update_do_not_sync(cifar_mini: Path) -> None:
-    cfg = shipped_config("byol", cifar_mini, ["++data.pipeline=gpu", "++knn_eval.enabled=False"])
-    model = METHODS.get("byol")(cfg).cuda()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, foreach=True)
-    generator = torch.Generator("cuda").manual_seed(0)
-    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, device="cuda")
-    indexes = torch.arange(64, device="cuda")
-    targets = torch.randint(0, 10, (64,), device="cuda")
-    multicrop = BatchMultiCrop(cfg.augmentations)
+class NoSyncWindow(pl.Callback):
+    """Sync debug mode "error" from the start of step FIRST to the end of step LAST."""
 
-    def step() -> None:
-        views = multicrop(images, generator=generator)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = model.training_step((indexes, views, targets), 0)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        model.momentum_update(0.99)
+    def __init__(self) -> None:
+        self.checked = 0
 
-    step()  # first call: allocator growth and kernel selection may synchronise
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        for _ in range(3):
-            step()
-    finally:
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if batch_idx == FIRST:
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if FIRST <= batch_idx <= LAST:
+            self.checked += 1
+        if batch_idx == LAST:
+            torch.cuda.set_sync_debug_mode("default")
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         torch.cuda.set_sync_debug_mode("default")
-    torch.cuda.synchronize()
+
+
+@pytest.mark.parametrize("method", ["byol", "simclr", "mocov2plus"])
+def test_training_steps_do_not_wait_for_the_device(cifar_mini: Path, method: str) -> None:
+    cfg = shipped_config(method, cifar_mini, [
+        "++data.pipeline=gpu", "++accelerator=gpu", "++devices=1", "++precision=bf16-mixed",
+        "++optimizer.name=lars", "++knn_eval.enabled=False", "++log_every_n_steps=1000"])
+    window = NoSyncWindow()
+    trainer = pl.Trainer(**{**trainer_kwargs(cfg), "max_epochs": 1, "limit_train_batches": LAST + 2,
+                            "limit_val_batches": 0, "logger": False, "enable_progress_bar": False,
+                            "enable_model_summary": False}, callbacks=[window])
+    trainer.fit(METHODS.get(method)(cfg), datamodule=build_pipeline(cfg))
+    assert window.checked == LAST - FIRST + 1
+    assert type(trainer.optimizers[0]).__name__ == "LARS"

@@ -126,6 +126,28 @@ def test_gradient_accumulation_scales_every_lr_of_the_schedule(cifar_mini: Path)
     assert seen == [pytest.approx(lrs) for lrs in reference]
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_a_compiled_step_on_the_gpu_equals_the_eager_one(cifar_mini: Path, mode: str) -> None:
+    """inductor (and CUDA graphs with reduce-overhead) on the GPU: the weights after a step equal
+    eager ones to float32 kernel noise, and validation with the kNN (whose features outlive a
+    graph replay) runs."""
+    common = ["++accelerator=gpu", "++data.pipeline=gpu", "++optimizer.batch_size=32",
+              "++precision=32", "++performance.tf32=False", "++knn_eval.enabled=True"]
+    eager, _, _ = train(shipped_config("byol", cifar_mini, common), epochs=1)
+    compiled, trainer, _ = train(shipped_config("byol", cifar_mini, common + [
+        "++performance.compile=True", f"++performance.compile_mode={mode}"]), epochs=1)
+    assert trainer.global_step == 1
+    for name, value in eager.state_dict().items():
+        torch.testing.assert_close(compiled.state_dict()[name].cpu(), value.cpu(), atol=1e-3,
+                                   rtol=1e-3, msg=lambda m, name=name: f"{name}: {m}")
+    validator = pl.Trainer(**{**trainer_kwargs(compiled.cfg), "limit_val_batches": 2,
+                              "logger": False, "enable_progress_bar": False})
+    results = validator.validate(compiled, datamodule=build_pipeline(compiled.cfg), verbose=False)
+    assert 0 <= results[0]["knn_acc1"] <= 1
+
+
 @pytest.mark.parametrize("every", [0, 1])
 def test_log_every_n_steps_zero_logs_no_steps_and_runs(cifar_mini: Path, every: int) -> None:
     """Lightning's meaning of 0: no step logging (our lr/tau logging divided by it once)."""
