@@ -8,12 +8,13 @@ transforms against the batched augmentation on CPU tensors, so a CPU-only machin
 
     python scripts/benchmark/pretrain_speed.py --train-path DATA/cifar10/train
     python scripts/benchmark/pretrain_speed.py --train-path DATA/cifar10/train --epochs 4 \
-        --pipelines gpu -o ++performance.compile=True
+        --pipelines cpu,gpu,gpu-compiled --json speed.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -197,24 +198,38 @@ def time_pipeline(cfg: ExperimentConfig) -> dict[str, Optional[float]]:
             "busy": busy, "memory": torch.cuda.max_memory_allocated() / 1024**3 if on_gpu else None}
 
 
-def train_all(args: argparse.Namespace, overrides: list[str]) -> None:
+# what each variant adds to the recipe
+VARIANTS = {
+    "cpu": ["++data.pipeline=cpu"],
+    "gpu": ["++data.pipeline=gpu"],
+    "gpu-compiled": ["++data.pipeline=gpu", "++performance.compile=True"],
+    "dali": ["++data.format=dali"],
+}
+
+
+def train_all(args: argparse.Namespace, overrides: list[str]) -> dict[str, dict]:
     results = {}
-    for pipeline in args.pipelines:
-        extra = [f"++data.pipeline={pipeline}"] if pipeline != "dali" else ["++data.format=dali"]
-        cfg = load_config(args.config_path, args.config_name, overrides + extra)
-        print(f"--- {pipeline}: {cfg.method}, batch {cfg.optimizer.batch_size}, "
+    for variant in args.pipelines:
+        if variant not in VARIANTS:
+            raise SystemExit(f"unknown pipeline '{variant}'; choose from {', '.join(VARIANTS)}")
+        cfg = load_config(args.config_path, args.config_name, overrides + VARIANTS[variant])
+        print(f"--- {variant}: {cfg.method}, batch {cfg.optimizer.batch_size}, "
               f"{cfg.trainer.get('precision')}, {args.epochs} epochs", flush=True)
-        results[pipeline] = time_pipeline(cfg)
+        results[variant] = time_pipeline(cfg)
     name = torch.cuda.get_device_name() if torch.cuda.is_available() and not args.cpu else "CPU"
     print(f"\n{name}, torch {torch.__version__}, {args.config_name} on {args.train_path}")
-    print(f"{'pipeline':<10}{'s/epoch':>9}{'images/s':>10}{'GPU busy':>10}{'peak GiB':>10}"
+    print(f"{'pipeline':<14}{'s/epoch':>9}{'images/s':>10}{'GPU busy':>10}{'peak GiB':>10}"
           f"{'vs cpu':>8}")
     base = results.get("cpu", {}).get("seconds")
-    for pipeline, r in results.items():
+    for variant, r in results.items():
+        r["vs_cpu"] = base / r["seconds"] if base else None
         busy = f"{r['busy']:.0f}%" if r["busy"] is not None else "n/a"
-        ratio = f"{base / r['seconds']:.1f}x" if base else "n/a"
+        ratio = f"{r['vs_cpu']:.1f}x" if r["vs_cpu"] else "n/a"
         memory = f"{r['memory']:.2f}" if r["memory"] is not None else "n/a"
-        print(f"{pipeline:<10}{r['seconds']:>9.2f}{r['images']:>10.0f}{busy:>10}{memory:>10}{ratio:>8}")
+        print(f"{variant:<14}{r['seconds']:>9.2f}{r['images']:>10.0f}{busy:>10}{memory:>10}"
+              f"{ratio:>8}")
+    return {"device": name, "torch": torch.__version__, "recipe": args.config_name,
+            "epochs": args.epochs, "results": results}
 
 
 def main() -> None:
@@ -224,7 +239,9 @@ def main() -> None:
     parser.add_argument("--train-path", required=True, help="the training images (ImageFolder)")
     parser.add_argument("--epochs", type=int, default=3, help="the first is left out as warm-up")
     parser.add_argument("--pipelines", default=None,
-                        help="comma-separated, of cpu, gpu, dali (default: all that can run)")
+                        help="comma-separated, of cpu, gpu, gpu-compiled, dali (default: cpu, gpu "
+                             "and dali where installed)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--num-workers", type=int, default=None, help="CPU pipeline workers")
     parser.add_argument("--aug-images", type=int, default=2048, help="CPU-only comparison: images")
     parser.add_argument("--cpu", action="store_true",
@@ -256,7 +273,9 @@ def main() -> None:
             pass
     else:
         args.pipelines = args.pipelines.split(",")
-    train_all(args, overrides)
+    report = train_all(args, overrides)
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,261 @@
+"""One prepared check for a lent GPU machine, in at most about 8 minutes (see gpu_check.sh):
+
+1. the GPU-only tests (``pytest -m gpu``: no host sync in training steps through a real Trainer
+   with LARS, nvJPEG streamed decoding, a compiled step equal to the eager one, DALI's GPU
+   operators where DALI is installed);
+2. pretraining speed of the BYOL CIFAR-10 recipe (ResNet-18, batch 256, bf16) through the cpu
+   pipeline (a worker per core), the gpu pipeline, and the gpu pipeline compiled;
+3. BYOL with the shipped CIFAR-10 recipe for 36 epochs through the gpu pipeline: the online
+   linear probe's and the kNN's (k=20, cosine) acc@1 on the 10,000 test images, and the wall
+   time; then one short run per later method or backbone that exists (the ViT, ...), for speed;
+4. everything in ``<out>/gpu_check.json`` and ``<out>/gpu_check.md``, the table printed.
+
+Each step runs in its own process with a time limit and is reported whatever the others did.
+``--dry-run`` does the same on the CPU at toy size (two steps of a slice of the images), so CI
+tests that the script runs end to end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+ROOT = Path(__file__).resolve().parents[2]
+CIFAR_RECIPES = ROOT / "scripts" / "pretrain" / "cifar"
+# (name, what it needs registered, Hydra overrides of the BYOL CIFAR recipe): the short speed runs
+# of what later issues add, each run only once it exists
+SHORT_RUNS = [
+    ("byol-vit_small", ("byol", "vit_small"),
+     ["++backbone.name=vit_small", "++backbone.kwargs.patch_size=4",
+      "++backbone.kwargs.img_size=32"]),
+    ("mocov3", ("mocov3", "resnet18"), ["++method=mocov3"]),
+    ("dino", ("dino", "resnet18"), ["++method=dino"]),
+]
+
+
+def run_step(name: str, command: list[str], timeout: float, log_dir: Path) -> dict[str, Any]:
+    """Run ``command`` with a time limit; its output goes to ``<log_dir>/<name>.log``."""
+    print(f"=== {name}: {' '.join(command)}", flush=True)
+    start = time.perf_counter()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p), "PYTHONUNBUFFERED": "1",
+        "WANDB_MODE": "offline"}
+    try:
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=timeout)
+        output, status = done.stdout + done.stderr, "ok" if done.returncode == 0 else "failed"
+    except subprocess.TimeoutExpired as expired:
+        output = (expired.stdout or b"").decode() if isinstance(expired.stdout, bytes) \
+            else (expired.stdout or "")
+        output += (expired.stderr or b"").decode() if isinstance(expired.stderr, bytes) \
+            else (expired.stderr or "")
+        status = "timeout"
+    seconds = time.perf_counter() - start
+    (log_dir / f"{name}.log").write_text(output)
+    tail = output.strip().splitlines()[-40:]
+    print(f"--- {name}: {status} in {seconds:.0f} s\n" + "\n".join(tail[-15:]), flush=True)
+    return {"status": status, "seconds": round(seconds, 1), "output": output, "tail": tail}
+
+
+def environment() -> dict[str, Any]:
+    import torch
+
+    facts: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
+                             "cuda": torch.version.cuda, "cores": os.cpu_count()}
+    for package in ("torchvision", "lightning", "timm", "torchmetrics"):
+        try:
+            facts[package] = __import__(package).__version__
+        except ImportError:
+            facts[package] = None
+    try:
+        import nvidia.dali  # noqa: F401
+
+        facts["dali"] = nvidia.dali.__version__
+    except ImportError:
+        facts["dali"] = None
+    facts["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    return facts
+
+
+def gpu_tests(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
+    step = run_step("gpu_tests", [sys.executable, "-m", "pytest", "-m", "gpu", "-q",
+                                  "-p", "no:cacheprovider", "tests"], args.budget["tests"], log_dir)
+    counts = {word: int(n) for n, word in re.findall(r"(\d+) (passed|failed|skipped|error)",
+                                                     step["output"])}
+    failures = re.findall(r"^(?:FAILED|ERROR) (\S+)", step["output"], flags=re.M)
+    if step["status"] == "failed" and not counts.get("failed") and not failures:
+        step["status"] = "error"
+    return {**step, "counts": counts, "failures": failures}
+
+
+def speed(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
+    result_file = log_dir / "speed.json"
+    command = [sys.executable, str(ROOT / "scripts" / "benchmark" / "pretrain_speed.py"),
+               "--train-path", str(args.data / "train"), "--pipelines", "cpu,gpu,gpu-compiled",
+               "--num-workers", str(os.cpu_count() if not args.dry_run else 0),
+               "--epochs", str(args.speed_epochs), "--json", str(result_file)]
+    if args.dry_run:
+        command += ["--cpu", "-o", "++optimizer.batch_size=8", "-o", "++limit_train_batches=2",
+                    "-o", "++performance.compile_backend=aot_eager"]
+    step = run_step("speed", command, args.budget["speed"], log_dir)
+    if result_file.is_file():
+        step["figures"] = json.loads(result_file.read_text())
+    return step
+
+
+SUMMARY = {"knn": re.compile(r"kNN acc@1 \(k=20, cosine\) on .*?: (?:before ([\d.]+)% -> )?"
+                             r"after ([\d.]+)%"),
+           "probe": re.compile(r"online linear probe acc@1: ([\d.]+)%")}
+
+
+def pretrain(args: argparse.Namespace, log_dir: Path, name: str, epochs: int,
+             extra: list[str], budget: float) -> dict[str, Any]:
+    """main_pretrain.py on the shipped BYOL CIFAR-10 recipe through the gpu pipeline."""
+    runs = log_dir / "runs"
+    command = [sys.executable, str(ROOT / "main_pretrain.py"), "--config-path", str(CIFAR_RECIPES),
+               "--config-name", "byol.yaml", f"++name={name}",
+               f"++data.train_path={args.data / 'train'}", f"++data.val_path={args.data / 'test'}",
+               "++data.pipeline=gpu", f"++max_epochs={epochs}", "++knn_eval.enabled=True",
+               "++knn_eval.k=20", "++knn_eval.distance_func=cosine", "++devices=1",
+               "++strategy=auto", "++checkpoint.enabled=False", "++auto_resume.enabled=False",
+               "++wandb.enabled=False", "++enable_progress_bar=False", "++num_sanity_val_steps=0",
+               f"++check_val_every_n_epoch={epochs}", f"++checkpoint.dir={runs}",
+               f"++data.num_workers={os.cpu_count() if not args.dry_run else 0}", *extra]
+    if args.dry_run:
+        command += ["++accelerator=cpu", "++precision=32", "++optimizer.batch_size=8",
+                    "++limit_train_batches=2", "++limit_val_batches=2"]
+    step = run_step(name, command, budget, log_dir)
+    knn, probe = SUMMARY["knn"].search(step["output"]), SUMMARY["probe"].search(step["output"])
+    step["knn_acc1_before"] = float(knn.group(1)) if knn and knn.group(1) else None
+    step["knn_acc1"] = float(knn.group(2)) if knn else None
+    step["probe_acc1"] = float(probe.group(1)) if probe else None
+    step["epochs"] = epochs_done(runs)
+    return step
+
+
+def epochs_done(runs: Path) -> Optional[int]:
+    """Epochs a run finished, from its CSV log (for a run that ran out of time)."""
+    epochs = []
+    for metrics in runs.rglob("metrics.csv"):
+        lines = metrics.read_text().splitlines()
+        if not lines:
+            continue
+        header = lines[0].split(",")
+        if "epoch" in header:
+            column = header.index("epoch")
+            epochs += [int(float(row.split(",")[column])) for row in lines[1:]
+                       if len(row.split(",")) > column and row.split(",")[column]]
+    return max(epochs) + 1 if epochs else None
+
+
+def short_runs(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
+    from solo.backbones import BACKBONES
+    from solo.methods import METHODS
+
+    results: dict[str, Any] = {}
+    for name, (method, backbone), overrides in SHORT_RUNS:
+        if method not in METHODS or backbone not in BACKBONES:
+            results[name] = {"status": "not available yet"}
+            continue
+        results[name] = pretrain(args, log_dir, name, 1 if args.dry_run else 3, overrides,
+                                 args.budget["short"])
+    return results
+
+
+def markdown(report: dict[str, Any]) -> str:
+    env = report["environment"]
+    title = "gpu_check" + (" (dry run, CPU, toy size)" if report["dry_run"] else "")
+    lines = [f"# {title}", "",
+             f"{env['device']}; Python {env['python']}, torch {env['torch']} (CUDA {env['cuda']}), "
+             f"torchvision {env['torchvision']}, Lightning {env['lightning']}, timm {env['timm']}, "
+             f"DALI {env['dali'] or 'not installed'}; {env['cores']} cores; "
+             f"{report['seconds']:.0f} s in all", "",
+             "| step | status | seconds | figures |", "| --- | --- | --- | --- |"]
+    tests = report["gpu_tests"]
+    counts = ", ".join(f"{n} {word}" for word, n in tests["counts"].items()) or "none"
+    failures = f"; failed: {', '.join(tests['failures'])}" if tests["failures"] else ""
+    lines.append(f"| GPU-only tests | {tests['status']} | {tests['seconds']} | "
+                 f"{counts}{failures} |")
+    speed_step = report["speed"]
+    lines.append(f"| speed | {speed_step['status']} | {speed_step['seconds']} | see below |")
+    for key in ["byol_36"] + list(report["short_runs"]):
+        step = report["byol_36"] if key == "byol_36" else report["short_runs"][key]
+        if "seconds" not in step:
+            lines.append(f"| {key} | {step['status']} | | |")
+            continue
+        figures = (f"probe acc@1 {step['probe_acc1']}%, kNN acc@1 {step['knn_acc1']}% (before "
+                   f"{step['knn_acc1_before']}%), {step['epochs']} epochs")
+        lines.append(f"| {key} | {step['status']} | {step['seconds']} | {figures} |")
+    figures = speed_step.get("figures")
+    if figures:
+        lines += ["", f"Pretraining speed, {figures['recipe']}, {figures['epochs']} epochs "
+                      "(the first left out):", "",
+                  "| pipeline | s/epoch | images/s | GPU busy | peak GiB | vs cpu |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for variant, r in figures["results"].items():
+            busy = f"{r['busy']:.0f}%" if r["busy"] is not None else "n/a"
+            memory = f"{r['memory']:.2f}" if r["memory"] is not None else "n/a"
+            ratio = f"{r['vs_cpu']:.1f}x" if r.get("vs_cpu") else "n/a"
+            lines.append(f"| {variant} | {r['seconds']:.2f} | {r['images']:.0f} | {busy} | "
+                         f"{memory} | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu_check_out")))
+    parser.add_argument("--data", type=Path, default=None,
+                        help="a CIFAR-10 folder with train/ and test/ (ImageFolder); default "
+                             "/tmp/data/cifar10, or the repository's CIFAR-10 subset for a dry run")
+    parser.add_argument("--logs", type=Path, default=None,
+                        help="each step's whole output and run folders (default: a temporary "
+                             "folder; the device tool brings back only a few files of --out)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="on the CPU at toy size: checks that every step runs")
+    parser.add_argument("--epochs", type=int, default=36, help="the accuracy run's epochs")
+    args = parser.parse_args()
+    if args.data is None:
+        args.data = ROOT / "data" / "cifar10-mini" if args.dry_run else Path("/tmp/data/cifar10")
+    if args.dry_run:
+        args.epochs = 1
+    args.speed_epochs = 2 if args.dry_run else 3
+    # seconds per step; together they stay inside 8 minutes on the GPU
+    if args.dry_run:
+        args.budget = {"tests": 300, "speed": 400, "train": 300, "short": 300}
+    else:
+        args.budget = {"tests": 100, "speed": 180, "train": 190, "short": 30}
+    if not (args.data / "train").is_dir():
+        raise SystemExit(f"--data: '{args.data}' has no train/ folder (unpack CIFAR-10 there)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    log_dir = args.logs or Path(tempfile.mkdtemp(prefix="gpu_check_"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+
+    start = time.perf_counter()
+    report: dict[str, Any] = {"dry_run": args.dry_run, "environment": environment(),
+                              "logs": str(log_dir)}
+    report["gpu_tests"] = gpu_tests(args, log_dir)
+    report["speed"] = speed(args, log_dir)
+    report["byol_36"] = pretrain(args, log_dir, "byol_36", args.epochs, [], args.budget["train"])
+    report["short_runs"] = short_runs(args, log_dir)
+    report["seconds"] = time.perf_counter() - start
+    for step in [report["gpu_tests"], report["speed"], report["byol_36"],
+                 *report["short_runs"].values()]:
+        step.pop("output", None)  # in the logs
+    (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2))
+    table = markdown(report)
+    (args.out / "gpu_check.md").write_text(table)
+    print("\n" + table)
+
+
+if __name__ == "__main__":
+    main()
