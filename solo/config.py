@@ -278,6 +278,9 @@ class AutoResumeConfig:
         check_positive(self, "max_hours")
 
 
+KNN_DISTANCES = ("euclidean", "cosine")  # solo-learn's distance_func values
+
+
 @dataclass
 class KnnEvalConfig:
     enabled: bool = False
@@ -287,7 +290,7 @@ class KnnEvalConfig:
 
     def __post_init__(self) -> None:
         check(self.k >= 1, "k", f"must be >= 1, got {self.k}")
-        check(self.distance_func in ("euclidean", "cosine"), "distance_func",
+        check(self.distance_func in KNN_DISTANCES, "distance_func",
               f"must be 'euclidean' or 'cosine', got '{self.distance_func}'")
         check_positive(self, "temperature")
 

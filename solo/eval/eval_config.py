@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from solo.config import NUM_CLASSES, DataConfig
+from solo.config import KNN_DISTANCES, NUM_CLASSES, DataConfig
 from solo.eval.linear_config import LinearAugmentationsConfig, LinearBackboneConfig
 from solo.utils.registry import did_you_mean
 from solo.utils.resume import epoch_of
 from solo.utils.schema import ConfigError, build, check, check_positive, required
 
 FEATURE_TYPES = ("backbone", "projector")
-DISTANCES = ("euclidean", "cosine")
+DISTANCES = KNN_DISTANCES
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 PRECISIONS = ("32", "32-true", "bf16", "bf16-mixed")
 SPLITS = ("train", "val")

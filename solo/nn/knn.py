@@ -16,10 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from solo.config import KNN_DISTANCES as DISTANCES
 from solo.utils.precision import full_float32
 
-
-DISTANCES = ("cosine", "euclidean")
 EUCLIDEAN_EPSILON = 1e-5  # solo-learn's: keeps an exact duplicate's weight finite
 
 
