@@ -53,11 +53,9 @@ def run_step(name: str, command: list[str], timeout: float, log_dir: Path) -> di
         done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=timeout)
         output, status = done.stdout + done.stderr, "ok" if done.returncode == 0 else "failed"
-    except subprocess.TimeoutExpired as expired:
-        output = (expired.stdout or b"").decode() if isinstance(expired.stdout, bytes) \
-            else (expired.stdout or "")
-        output += (expired.stderr or b"").decode() if isinstance(expired.stderr, bytes) \
-            else (expired.stderr or "")
+    except subprocess.TimeoutExpired as expired:  # its output so far, as bytes or text
+        output = "".join(part.decode() if isinstance(part, bytes) else part
+                         for part in (expired.stdout or "", expired.stderr or ""))
         status = "timeout"
     seconds = time.perf_counter() - start
     (log_dir / f"{name}.log").write_text(output)
