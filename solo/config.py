@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping, Optional
 
@@ -28,8 +29,11 @@ SMALL_IMAGE_DATASETS = ("cifar10", "cifar100")
 
 @dataclass
 class BackboneConfig:
+    # a name in solo.backbones.BACKBONES, "timm/<model>" or a plain timm model name
     name: str = "resnet18"
     kwargs: dict = field(default_factory=dict)  # passed to the backbone builder
+    # a checkpoint on disk (any format solo.zoo.load_pretrained reads) to start the backbone from
+    pretrained: Optional[str] = None
     # the 3x3 stride-1 stem for 32x32 images; None turns it on for cifar10 and cifar100
     cifar_stem: Optional[bool] = None
 
@@ -252,6 +256,9 @@ class MomentumConfig:
     base_tau: float = 0.99  # EMA decay at the first step, raised to final_tau with a cosine
     final_tau: float = 1.0
     classifier: bool = False  # also train a linear probe on the momentum backbone
+    # False: no EMA copies; the targets come from the online network without gradient
+    # (SimSiam-style, byol-pytorch's use_momentum=False)
+    enabled: bool = True
 
     def __post_init__(self) -> None:
         check(0 <= self.base_tau <= self.final_tau <= 1, "base_tau",
@@ -450,7 +457,7 @@ def parse_config(raw: Mapping[str, Any]) -> ExperimentConfig:
     raw["trainer"] = trainer
     cfg: ExperimentConfig = build(ExperimentConfig, raw)
 
-    from solo.backbones import BACKBONES
+    from solo.backbones import is_known_backbone, unknown_backbone
     from solo.utils.optim import check_optimizer_kwargs  # these import torch; config.py does not
 
     check_optimizer_kwargs(cfg.optimizer)
@@ -458,8 +465,12 @@ def parse_config(raw: Mapping[str, Any]) -> ExperimentConfig:
         method = METHODS.get(cfg.method)
     except KeyError as error:
         raise ConfigError(f"method: {error}") from None
-    if cfg.backbone.name not in BACKBONES:
-        raise ConfigError(f"backbone.name: {BACKBONES.unknown(cfg.backbone.name)}")
+    if not is_known_backbone(cfg.backbone.name):
+        raise ConfigError(f"backbone.name: {unknown_backbone(cfg.backbone.name)}")
+    pretrained = cfg.backbone.pretrained
+    if pretrained is not None and not os.path.isfile(os.path.expanduser(pretrained)):
+        raise ConfigError(f"backbone.pretrained: '{pretrained}' is not a file; give the path of a "
+                          "checkpoint (solo, solo-learn, torchvision or timm weights)")
     cfg.method_kwargs = convert(cfg.method_kwargs or {}, method.Config, "method_kwargs")
     world = known_world_size(cfg)
     if world and getattr(cfg.method_kwargs, "queue_size", None) is not None:

@@ -7,7 +7,7 @@ from typing import Any, Callable
 import torchvision
 from torch import nn
 
-from solo.backbones.registry import BACKBONES
+from solo.backbones.registry import BACKBONES, BackboneContext
 
 
 def _headless_resnet(builder: Callable[..., torchvision.models.ResNet], small_images: bool,
@@ -25,12 +25,12 @@ def _headless_resnet(builder: Callable[..., torchvision.models.ResNet], small_im
 
 
 @BACKBONES.register("resnet18")
-def resnet18(small_images: bool = False, **kwargs: Any) -> nn.Module:
+def resnet18(context: BackboneContext, **kwargs: Any) -> nn.Module:
     """ResNet-18 (He et al., arXiv:1512.03385), 512 features."""
-    return _headless_resnet(torchvision.models.resnet18, small_images, **kwargs)
+    return _headless_resnet(torchvision.models.resnet18, context.small_images, **kwargs)
 
 
 @BACKBONES.register("resnet50")
-def resnet50(small_images: bool = False, **kwargs: Any) -> nn.Module:
+def resnet50(context: BackboneContext, **kwargs: Any) -> nn.Module:
     """ResNet-50 (He et al., arXiv:1512.03385), 2048 features."""
-    return _headless_resnet(torchvision.models.resnet50, small_images, **kwargs)
+    return _headless_resnet(torchvision.models.resnet50, context.small_images, **kwargs)

@@ -210,12 +210,12 @@ def parse_linear_config(raw: Mapping[str, Any]) -> LinearConfig:
                       "CPU loader (format 'image_folder')", stacklevel=2)
         cfg.data.format = "image_folder"
 
-    from solo.backbones import BACKBONES
+    from solo.backbones import is_known_backbone, unknown_backbone
     from solo.utils.optim import check_optimizer_kwargs  # these import torch; this module does not
 
     check_optimizer_kwargs(cfg.optimizer)
-    if cfg.backbone.name is not None and cfg.backbone.name not in BACKBONES:
-        raise ConfigError(f"backbone.name: {BACKBONES.unknown(cfg.backbone.name)}")
+    if cfg.backbone.name is not None and not is_known_backbone(cfg.backbone.name):
+        raise ConfigError(f"backbone.name: {unknown_backbone(cfg.backbone.name)}")
     path = str(cfg.pretrained_feature_extractor)
     if not os.path.isfile(path):
         raise ConfigError(f"pretrained_feature_extractor: '{path}' is not a file")

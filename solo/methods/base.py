@@ -14,7 +14,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
-from solo.backbones import build_backbone
+from solo.backbones import build_backbone, feature_width, is_convolutional
 from solo.config import SMALL_IMAGE_DATASETS, ExperimentConfig, check_queue_size, parse_config
 from solo.nn import OnlineProbe, WeightedKNN
 from solo.utils.lightning_hooks import accumulation, log_host_values, with_schedule
@@ -85,7 +85,11 @@ class BaseMethod(pl.LightningModule):
 
     Config: ClassVar[type] = NoKwargs  # the dataclass of this method's ``method_kwargs``
 
-    def __init__(self, cfg: ExperimentConfig | Mapping[str, Any]) -> None:
+    def __init__(self, cfg: ExperimentConfig | Mapping[str, Any],
+                 backbone: nn.Module | None = None) -> None:
+        """``backbone``: any network to train instead of building ``cfg.backbone.name`` (its
+        ``num_features`` is read, or found by one forward pass); reload such a checkpoint with
+        ``Method.load_from_checkpoint(path, backbone=net)``."""
         super().__init__()
         if not isinstance(cfg, ExperimentConfig):
             cfg = parse_config(cfg)
@@ -96,17 +100,30 @@ class BaseMethod(pl.LightningModule):
         # a plain dict, so load_from_checkpoint(path) rebuilds the method with no config at hand
         self.save_hyperparameters({"cfg": cfg.to_dict()})
 
-        small_images = cfg.backbone.cifar_stem
-        if small_images is None:
-            small_images = cfg.data.dataset in SMALL_IMAGE_DATASETS
-        self.backbone = build_backbone(cfg.backbone.name, small_images=small_images,
-                                       **cfg.backbone.kwargs)
-        self.num_features: int = self.backbone.num_features
+        image_size = max(group.crop_size for group in cfg.augmentations)
+        if backbone is None:
+            backbone = self.build_backbone(cfg, image_size)
+        self.backbone = backbone
+        self.num_features: int = feature_width(backbone, image_size)
         self.classifier = OnlineProbe(self.num_features, cfg.num_classes)  # solo-learn's name
         self.num_large_crops = cfg.num_large_crops
         self.knn = WeightedKNN(cfg.knn_eval.k, cfg.knn_eval.temperature,
                                cfg.knn_eval.distance_func) if cfg.knn_eval.enabled else None
         self.channels_last = False  # switched on in configure_model for GPUs
+
+    @staticmethod
+    def build_backbone(cfg: ExperimentConfig, image_size: int) -> nn.Module:
+        """``cfg.backbone`` built, and started from ``backbone.pretrained`` when given."""
+        small_images = cfg.backbone.cifar_stem
+        if small_images is None:
+            small_images = cfg.data.dataset in SMALL_IMAGE_DATASETS
+        backbone = build_backbone(cfg.backbone.name, small_images=small_images,
+                                  image_size=image_size, method=cfg.method, **cfg.backbone.kwargs)
+        if cfg.backbone.pretrained is not None:
+            from solo.zoo.checkpoints import load_backbone_weights  # the zoo imports the methods
+
+            load_backbone_weights(backbone, cfg.backbone.pretrained)
+        return backbone
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lightning calls this before loading the weights, for load_from_checkpoint and resumes
@@ -233,7 +250,10 @@ class BaseMethod(pl.LightningModule):
         # parameters' strides no longer match DDP's gradient buckets (a warning, extra copies)
         # (load_from_checkpoint calls it too, without a trainer)
         on_gpu = self._trainer is not None and self.trainer.strategy.root_device.type == "cuda"
-        if on_gpu and not self.cfg.performance.disable_channel_last:
+        # convolutions gain from channels_last; a ViT's token matmuls do not, and its patchify
+        # would only add a layout copy
+        wanted = on_gpu and not self.cfg.performance.disable_channel_last
+        if wanted and is_convolutional(self.backbone):
             self.channels_last = True
             self.to(memory_format=torch.channels_last)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from solo.config import check_positive
 from solo.losses import byol_loss
@@ -32,8 +32,8 @@ class BYOLConfig:
 class BYOL(MomentumMethod):
     Config = BYOLConfig
 
-    def __init__(self, cfg) -> None:
-        super().__init__(cfg)
+    def __init__(self, cfg, backbone: nn.Module | None = None) -> None:
+        super().__init__(cfg, backbone)
         k = self.kwargs
         self.projector = mlp(self.num_features, k.proj_hidden_dim, k.proj_output_dim)
         self.momentum_projector = self.momentum_copy("projector")

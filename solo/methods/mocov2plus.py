@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from solo.config import check_positive
 from solo.losses import moco_loss
@@ -36,8 +36,8 @@ class MoCoV2PlusConfig:
 class MoCoV2Plus(MomentumMethod):
     Config = MoCoV2PlusConfig
 
-    def __init__(self, cfg) -> None:
-        super().__init__(cfg)
+    def __init__(self, cfg, backbone: nn.Module | None = None) -> None:
+        super().__init__(cfg, backbone)
         k = self.kwargs
         if self.num_large_crops != 2:
             raise ValueError(f"mocov2plus needs exactly 2 large crops, got {self.num_large_crops}")

@@ -26,11 +26,25 @@ def cosine_tau(step: int, total_steps: int, base_tau: float, final_tau: float) -
     return final_tau - (final_tau - base_tau) * (math.cos(math.pi * progress) + 1) / 2
 
 
+class OnlineTarget:
+    """What ``momentum_copy`` returns with ``momentum.enabled: False``: the online module itself,
+    called without gradient (SimSiam's stop-gradient target). Not an ``nn.Module``, so its
+    weights are neither registered twice nor saved twice."""
+
+    def __init__(self, online: nn.Module) -> None:
+        self.online = online
+
+    def __call__(self, *args: Any) -> Any:
+        with torch.no_grad():
+            return self.online(*args)
+
+
 class MomentumMethod(BaseMethod):
     """A method with a momentum (EMA) backbone; subclasses add momentum heads with momentum_copy."""
 
-    def __init__(self, cfg: ExperimentConfig | Mapping[str, Any]) -> None:
-        super().__init__(cfg)
+    def __init__(self, cfg: ExperimentConfig | Mapping[str, Any],
+                 backbone: nn.Module | None = None) -> None:
+        super().__init__(cfg, backbone)
         self._momentum_pairs: list[tuple[str, str]] = []
         self.momentum_backbone = self.momentum_copy("backbone")
         self.momentum_classifier = (OnlineProbe(self.num_features, self.cfg.num_classes)
@@ -38,9 +52,12 @@ class MomentumMethod(BaseMethod):
         self.tau = self.cfg.momentum.base_tau
         self._ema_step = 0  # optimizer steps already folded into the momentum weights
 
-    def momentum_copy(self, name: str) -> nn.Module:
-        """A frozen copy of child module ``name``, updated as its EMA after each optimizer step."""
+    def momentum_copy(self, name: str) -> nn.Module | OnlineTarget:
+        """A frozen copy of child module ``name``, updated as its EMA after each optimizer step
+        (with ``momentum.enabled: False``, the online module itself without gradient)."""
         online: nn.Module = getattr(self, name)
+        if not self.cfg.momentum.enabled:
+            return OnlineTarget(online)
         momentum = copy.deepcopy(online)
         for param in momentum.parameters():
             param.requires_grad = False
@@ -101,7 +118,7 @@ class MomentumMethod(BaseMethod):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         step = self.trainer.global_step
-        if step == self._ema_step:  # accumulating gradients: no optimizer step yet
+        if step == self._ema_step or not self._momentum_pairs:  # accumulating gradients: no optimizer step yet
             return
         self.momentum_update(self.tau)
         self._ema_step = step

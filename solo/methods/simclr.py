@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from solo.config import check_positive
 from solo.losses import nt_xent_loss
@@ -31,8 +31,8 @@ class SimCLRConfig:
 class SimCLR(BaseMethod):
     Config = SimCLRConfig
 
-    def __init__(self, cfg) -> None:
-        super().__init__(cfg)
+    def __init__(self, cfg, backbone: nn.Module | None = None) -> None:
+        super().__init__(cfg, backbone)
         k = self.kwargs
         num_crops = self.cfg.num_large_crops + self.cfg.num_small_crops
         if num_crops < 2:

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 # is computed. A key ending in ".*" covers its whole section. Everything else of the resolved
 # config must be equal (the lr is scaled to the new global batch when devices change)
 RESTART_CHANGES = (
-    "data.train_path", "data.val_path", "data.num_workers", "checkpoint.dir",
+    "data.train_path", "data.val_path", "data.num_workers", "backbone.pretrained", "checkpoint.dir",
     "checkpoint.frequency", "checkpoint.keep_prev", "auto_resume.*", "resume_from_checkpoint",
     "wandb.*", "dali.device", "num_nodes", "performance.compile", "performance.compile_mode",
     "performance.compile_backend", "performance.disable_channel_last",

@@ -250,3 +250,25 @@ def load_pretrained(path: str | os.PathLike, backbone: str | None = None,
     return Pretrained(backbone=model.eval(), backbone_name=name,
                       method=method if isinstance(method, str) else None, cfg=cfg,
                       state_dict=state, source_format=source_format, cifar_stem=cifar_stem)
+
+
+def classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """Where a checkpoint of ``model``'s architecture keeps its classifier: timm's pretrained
+    config says (``head``, ``head.fc``, ``fc``); ``fc.`` and ``head.`` otherwise."""
+    config = getattr(model, "pretrained_cfg", None) or {}
+    named = config.get("classifier")
+    names = [named] if isinstance(named, str) else list(named or [])
+    return tuple(f"{name}." for name in names) + ("fc.", "head.")
+
+
+def load_backbone_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Load the backbone weights of checkpoint ``path`` (any of ``SOURCE_FORMATS``) into
+    ``model`` strictly, leaving out a classifier head the headless model does not have."""
+    path = Path(os.path.expanduser(str(path)))
+    _, weights, source_format, _ = split_checkpoint(read_checkpoint_file(path, trust_pickle=True),
+                                                    path)
+    expected = model.state_dict()
+    heads = classifier_prefixes(model)
+    weights = {k: v for k, v in weights.items() if k in expected or not k.startswith(heads)}
+    load_weights_strictly(model, weights, f"'{path}' ({source_format} format) for "
+                                          f"{type(model).__name__}")
