@@ -6,7 +6,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import lightning.pytorch as pl
 import torch
@@ -96,6 +96,7 @@ class PretrainResult:
     metrics: dict[str, float] = field(default_factory=dict)  # last logged values
     before: dict[str, float] = field(default_factory=dict)  # validation before training
     is_global_zero: bool = True  # the process that reports
+    model: Optional[pl.LightningModule] = None  # the trained method, for callers in Python
 
 
 def pretrain(cfg: ExperimentConfig) -> PretrainResult:
@@ -144,7 +145,7 @@ def pretrain(cfg: ExperimentConfig) -> PretrainResult:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
     finally:
         os.environ.pop(RUN_ID_VARIABLE, None)
-    result.is_global_zero = trainer.is_global_zero
+    result.is_global_zero, result.model = trainer.is_global_zero, model
     result.metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     return result
 
