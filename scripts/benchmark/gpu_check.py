@@ -5,10 +5,12 @@
    operators where DALI is installed);
 2. pretraining speed of the BYOL CIFAR-10 recipe (ResNet-18, batch 256, bf16) through the cpu
    pipeline (a worker per core), the gpu pipeline, and the gpu pipeline compiled;
-3. BYOL with the shipped CIFAR-10 recipe for 36 epochs through the gpu pipeline: the online
+3. one BYOL training step of ViT-S/16 and ResNet-50 at 224 px on a fixed batch of 128
+   (images/s, peak memory; scripts/benchmark/backbone_step.py);
+4. BYOL with the shipped CIFAR-10 recipe for 36 epochs through the gpu pipeline: the online
    linear probe's and the kNN's (k=20, cosine) acc@1 on the 10,000 test images, and the wall
    time; then one short run per later method or backbone that exists (the ViT, ...), for speed;
-4. everything in ``<out>/gpu_check.json`` and ``<out>/gpu_check.md``, the table printed.
+5. everything in ``<out>/gpu_check.json`` and ``<out>/gpu_check.md``, the table printed.
 
 Each step runs in its own process with a time limit and is reported whatever the others did.
 ``--dry-run`` does the same on the CPU at toy size (two steps of a slice of the images), so CI
@@ -110,6 +112,20 @@ def speed(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     return step
 
 
+def backbone_step(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
+    result_file = log_dir / "backbone_step.json"
+    command = [sys.executable, str(ROOT / "scripts" / "benchmark" / "backbone_step.py"),
+               "--train-path", str(args.data / "train"), "--backbones", "vit_small,resnet50",
+               "--json", str(result_file)]
+    if args.dry_run:
+        command += ["--cpu", "--image-size", "64", "--batch-size", "2", "--steps", "1",
+                    "--warmup", "1", "--backbones", "vit_small"]
+    step = run_step("backbone_step", command, args.budget["backbone"], log_dir)
+    if result_file.is_file():
+        step["figures"] = json.loads(result_file.read_text())
+    return step
+
+
 SUMMARY = {"knn": re.compile(r"kNN acc@1 \(k=20, cosine\) on .*?: (?:before ([\d.]+)% -> )?"
                              r"after ([\d.]+)%"),
            "probe": re.compile(r"online linear probe acc@1: ([\d.]+)%")}
@@ -193,6 +209,8 @@ def markdown(report: dict[str, Any]) -> str:
         figures = (f"probe acc@1 {step['probe_acc1']}%, kNN acc@1 {step['knn_acc1']}% (before "
                    f"{step['knn_acc1_before']}%), {step['epochs']} epochs")
         lines.append(f"| {key} | {step['status']} | {step['seconds']} | {figures} |")
+    step = report["backbone_step"]
+    lines.append(f"| backbone step | {step['status']} | {step['seconds']} | see below |")
     figures = speed_step.get("figures")
     if figures:
         lines += ["", f"Pretraining speed, {figures['recipe']}, {figures['epochs']} epochs "
@@ -205,6 +223,13 @@ def markdown(report: dict[str, Any]) -> str:
             ratio = f"{r['vs_cpu']:.1f}x" if r.get("vs_cpu") else "n/a"
             lines.append(f"| {variant} | {r['seconds']:.2f} | {r['images']:.0f} | {busy} | "
                          f"{memory} | {ratio} |")
+    if step.get("figures"):
+        lines += ["", "One BYOL training step on a fixed batch (the model's cost alone):", "",
+                  "| backbone | px | batch | precision | images/s | peak GiB | channels_last |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {r['backbone']} | {r['image_size']} | {r['batch_size']} | {r['precision']} "
+                  f"| {r['images_per_second']:.0f} | {r['peak_memory_gib']:.2f} | "
+                  f"{r['channels_last']} |" for r in step["figures"]]
     return "\n".join(lines) + "\n"
 
 
@@ -229,9 +254,9 @@ def main() -> None:
     args.speed_epochs = 2 if args.dry_run else 3
     # seconds per step; together they stay inside 8 minutes on the GPU
     if args.dry_run:
-        args.budget = {"tests": 300, "speed": 400, "train": 300, "short": 300}
+        args.budget = {"tests": 300, "speed": 400, "backbone": 300, "train": 300, "short": 300}
     else:
-        args.budget = {"tests": 100, "speed": 180, "train": 190, "short": 30}
+        args.budget = {"tests": 100, "speed": 170, "backbone": 45, "train": 180, "short": 30}
     if not (args.data / "train").is_dir():
         raise SystemExit(f"--data: '{args.data}' has no train/ folder (unpack CIFAR-10 there)")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -243,10 +268,11 @@ def main() -> None:
                               "logs": str(log_dir)}
     report["gpu_tests"] = gpu_tests(args, log_dir)
     report["speed"] = speed(args, log_dir)
+    report["backbone_step"] = backbone_step(args, log_dir)
     report["byol_36"] = pretrain(args, log_dir, "byol_36", args.epochs, [], args.budget["train"])
     report["short_runs"] = short_runs(args, log_dir)
     report["seconds"] = time.perf_counter() - start
-    for step in [report["gpu_tests"], report["speed"], report["byol_36"],
+    for step in [report["gpu_tests"], report["speed"], report["backbone_step"], report["byol_36"],
                  *report["short_runs"].values()]:
         step.pop("output", None)  # in the logs
     (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2))

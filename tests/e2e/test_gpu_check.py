@@ -40,6 +40,9 @@ def test_dry_run_writes_every_steps_figures(tmp_path: Path) -> None:
     for run in report["short_runs"].values():
         assert run["status"] in ("ok", "not available yet")
     table = (out / "gpu_check.md").read_text()
+    step = report["backbone_step"]
+    assert step["status"] == "ok" and [r["backbone"] for r in step["figures"]] == ["vit_small"]
+    assert step["figures"][0]["images_per_second"] > 0 and step["figures"][0]["fused_attention"]
     assert "| GPU-only tests | ok |" in table and "| gpu-compiled |" in table
     assert table in (out / "log.txt").read_text()  # printed too
     assert (tmp_path / "logs" / "speed.log").is_file()  # each step's whole output
