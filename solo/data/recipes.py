@@ -1,0 +1,64 @@
+"""Each method's default views as crop groups, for code that builds a config without a YAML.
+
+The values are those of the shipped recipes (scripts/pretrain/cifar and imagenet-100, whose
+``augmentations/`` groups cite their papers); tests/test_learner.py checks that the two agree, so
+a recipe changed in one place and not the other fails. The YAMLs are not installed with the
+package, hence this copy in code.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+# at most this many pixels a side, a view gets the CIFAR recipe (BYOL's drops the blur there: a
+# blur of sigma up to 2 pixels wipes out most of a 32-pixel image); above it, ImageNet's
+SMALL_IMAGE_MAX = 64
+
+BYOL_JITTER = (0.4, 0.4, 0.2, 0.1)  # brightness, contrast, saturation, hue (BYOL, table 6)
+SIMCLR_CIFAR_JITTER = (0.8, 0.8, 0.8, 0.2)  # SimCLR's colour distortion at strength 1
+MOCO_JITTER = (0.4, 0.4, 0.4, 0.1)  # MoCo v2's augmentation (arXiv:2003.04297)
+
+# a method without a recipe here gets BYOL's two views: every method in solo takes two large crops
+FALLBACK_METHOD = "byol"
+
+
+def _view(jitter: tuple[float, float, float, float], blur: float, solarize: float = 0.0,
+          num_crops: int = 1) -> dict[str, Any]:
+    """One crop group in config form; every recipe here shares the crop, grayscale and flip."""
+    brightness, contrast, saturation, hue = jitter
+    return {"rrc": {"enabled": True, "crop_min_scale": 0.08, "crop_max_scale": 1.0},
+            "color_jitter": {"prob": 0.8, "brightness": brightness, "contrast": contrast,
+                             "saturation": saturation, "hue": hue},
+            "grayscale": {"prob": 0.2},
+            "gaussian_blur": {"prob": blur},
+            "solarization": {"prob": solarize},
+            "equalization": {"prob": 0.0},
+            "horizontal_flip": {"prob": 0.5},
+            "num_crops": num_crops}
+
+
+# method -> {"small": CIFAR's groups, "large": ImageNet's groups}, without crop_size
+RECIPES: dict[str, dict[str, list[dict[str, Any]]]] = {
+    # asymmetric: the first view always blurred, the second rarely blurred but sometimes solarized
+    "byol": {"small": [_view(BYOL_JITTER, blur=0.0), _view(BYOL_JITTER, blur=0.0, solarize=0.2)],
+             "large": [_view(BYOL_JITTER, blur=1.0), _view(BYOL_JITTER, blur=0.1, solarize=0.2)]},
+    # solo-learn's ImageNet-100 SimCLR uses BYOL's milder jitter
+    "simclr": {"small": [_view(SIMCLR_CIFAR_JITTER, blur=0.5, num_crops=2)],
+               "large": [_view(BYOL_JITTER, blur=0.5, num_crops=2)]},
+    "mocov2plus": {"small": [_view(MOCO_JITTER, blur=0.5, num_crops=2)],
+                   "large": [_view(MOCO_JITTER, blur=0.5, num_crops=2)]},
+}
+
+
+def default_augmentations(method: str, image_size: int) -> list[dict[str, Any]]:
+    """``method``'s crop groups (config form) with every view ``image_size`` pixels square."""
+    recipe = RECIPES.get(method, RECIPES[FALLBACK_METHOD])
+    groups = recipe["small" if image_size <= SMALL_IMAGE_MAX else "large"]
+    return [{**copy.deepcopy(group), "crop_size": image_size} for group in groups]
+
+
+def two_views(image_size: int) -> list[dict[str, Any]]:
+    """Two single-crop groups of ``image_size``: the shape of the views a user's augment_fn makes
+    (their content is the user's; the config only needs their number and size)."""
+    return [{"crop_size": image_size, "num_crops": 1}, {"crop_size": image_size, "num_crops": 1}]
