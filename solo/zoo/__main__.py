@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from solo.zoo.checkpoints import CheckpointError
-from solo.zoo.convert import TARGETS, convert
+from solo.zoo.checkpoints import CheckpointError, load_pretrained
+from solo.zoo.convert import TARGETS, convert_pretrained
 from solo.zoo.download import DownloadError, sha256_of
 from solo.zoo.hub import DIR_VARIABLE, default_dir, download_entry
 from solo.zoo.manifest import MANIFEST_VARIABLE, URL_VARIABLE, ManifestError, read_manifest
@@ -40,9 +40,19 @@ def cmd_download(args: argparse.Namespace) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
-    out = convert(args.checkpoint, args.to, args.out, backbone=args.backbone,
-                  cifar_stem=args.cifar_stem)
+    try:
+        kwargs = json.loads(args.backbone_kwargs) if args.backbone_kwargs else None
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"--backbone-kwargs is not JSON: {err}") from None
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise CheckpointError(f"--backbone-kwargs must be a JSON object, got "
+                              f"{args.backbone_kwargs}")
+    pretrained = load_pretrained(args.checkpoint, backbone=args.backbone,
+                                 cifar_stem=args.cifar_stem, backbone_kwargs=kwargs)
+    out, recipe = convert_pretrained(pretrained, args.to, args.out)
     print(out)
+    if recipe:  # stdout stays the path alone, for scripts
+        print(f"load it with: {recipe}.load_state_dict(torch.load({str(out)!r}))", file=sys.stderr)
 
 
 def cmd_hash(args: argparse.Namespace) -> None:
@@ -82,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     converting.add_argument("--backbone", help="override the backbone the checkpoint implies")
     converting.add_argument("--cifar-stem", action=argparse.BooleanOptionalAction, default=None,
                             help="override the stem the checkpoint implies")
+    converting.add_argument("--backbone-kwargs", metavar="JSON",
+                            help='builder kwargs added to the config\'s, e.g. \'{"img_size": 32}\'')
     converting.set_defaults(run=cmd_convert)
 
     hashing = commands.add_parser("hash", help="sha256 and size of a file, for a manifest entry")

@@ -1,9 +1,11 @@
-"""Loading a pretrained backbone from our checkpoints, solo-learn's, or torchvision/timm weights.
+"""Loading a pretrained backbone from our checkpoints, solo-learn's, torchvision/timm weights, or
+the official MoCo v1/v2, MoCo v3 and DINO releases.
 
-``load_pretrained(path)`` works out the format, the backbone and its stem (from the config when the
-checkpoint has one, else from the weights), builds the backbone with ``build_backbone`` and loads
-its weights strictly: a checkpoint that does not fit fails with the missing, unexpected and
-mis-shaped keys, never a partial load.
+``load_pretrained(path)`` works out the format, the backbone and its geometry (from the config when
+the checkpoint has one, else from the weights), builds the backbone with ``build_backbone`` and
+loads its weights strictly: a checkpoint that does not fit fails with the missing, unexpected and
+mis-shaped keys, never a partial load. Only a classifier or projection head that the headless
+backbone lacks is left out, and older timm layouts are first rewritten by timm's own filters.
 """
 
 from __future__ import annotations
@@ -13,18 +15,23 @@ import json
 import os
 import pickle
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from torch import Tensor, nn
 
-from solo.backbones import BACKBONES, build_backbone
-from solo.config import SMALL_IMAGE_DATASETS
-from solo.zoo.resnet_layout import has_cifar_stem, infer_resnet_name
+from solo.backbones import build_backbone, is_known_backbone, unknown_backbone
+from solo.zoo.infer import infer_backbone_name, is_vit_name, vit_geometry
+from solo.zoo.layouts import is_state_dict, split_official
+from solo.zoo.resnet_layout import has_cifar_stem
+from solo.zoo.saved_config import (config_backbone_kwargs, config_backbone_name,
+                                   config_cifar_stem, config_image_size, config_method, plain,
+                                   read_args_json)
+from solo.zoo.timm_layouts import ResampledWeightsError, adapt_timm_layout
 
-SOURCE_FORMATS = ("solo", "solo-learn", "torchvision", "timm")
+SOURCE_FORMATS = ("solo", "solo-learn", "torchvision", "timm", "moco", "mocov3", "dino")
 # where Lightning checkpoints keep the backbone: ours and solo-learn's use "backbone.", solo-learn
 # before 1.0 used "encoder."
 BACKBONE_PREFIXES = ("backbone.", "encoder.")
@@ -46,6 +53,19 @@ class Pretrained:
     state_dict: dict[str, Tensor]  # the checkpoint's whole model state dict (projector, ...)
     source_format: str  # one of SOURCE_FORMATS
     cifar_stem: bool = False  # whether the backbone has the 3x3 stride-1 stem for 32x32 images
+    # the builder kwargs it was built with (the config's, and a ViT's geometry read from weights)
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CheckpointContents:
+    """What a checkpoint file holds, told apart by its layout."""
+
+    state_dict: dict[str, Tensor]  # the whole model's
+    weights: dict[str, Tensor]  # the backbone's, without prefix (a head may still be in)
+    source_format: str  # one of SOURCE_FORMATS
+    cfg: dict | None = None
+    method: str | None = None  # what the layout itself says (MoCo, DINO); else the config's
 
 
 # ----------------------------------------------------------------------------------------------
@@ -87,57 +107,11 @@ def read_checkpoint_file(path: Path, trust_pickle: bool = False) -> Any:
                               f"{type(error).__name__}: {error}") from None
 
 
-def _plain(value: Any) -> Any:
-    """A config as plain dicts: OmegaConf containers and argparse namespaces converted."""
-    if isinstance(value, argparse.Namespace):
-        return {k: _plain(v) for k, v in vars(value).items()}
-    if type(value).__module__.startswith("omegaconf"):
-        from omegaconf import OmegaConf
-
-        return OmegaConf.to_container(value, resolve=True)
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
-def read_args_json(checkpoint: Path) -> dict | None:
-    """The config in ``args.json`` beside a checkpoint (ours wraps it in ``{"cfg": ...}``)."""
-    args_path = checkpoint.parent / "args.json"
-    if not args_path.is_file():
-        return None
+def _args_json(path: Path) -> dict | None:
     try:
-        with open(args_path) as handle:
-            args = json.load(handle)
+        return read_args_json(path)
     except json.JSONDecodeError as err:
-        raise CheckpointError(f"'{args_path}' is not valid JSON: {err}") from err
-    if isinstance(args, dict) and isinstance(args.get("cfg"), dict):
-        return args["cfg"]
-    return args if isinstance(args, dict) else None
-
-
-# ----------------------------------------------------------------------------------------------
-# what the config says
-# ----------------------------------------------------------------------------------------------
-def config_backbone_name(cfg: Mapping[str, Any]) -> str | None:
-    """``backbone.name`` (nested), or solo-learn's flat ``backbone`` / older ``encoder``."""
-    backbone = cfg.get("backbone")
-    if isinstance(backbone, Mapping):
-        return backbone.get("name")
-    if isinstance(backbone, str):
-        return backbone
-    encoder = cfg.get("encoder")
-    return encoder if isinstance(encoder, str) else None
-
-
-def config_cifar_stem(cfg: Mapping[str, Any]) -> bool | None:
-    """``backbone.cifar_stem`` when set, else whether ``data.dataset`` (or flat ``dataset``) is a
-    32x32 one; None when the config names neither."""
-    backbone = cfg.get("backbone")
-    if isinstance(backbone, Mapping) and backbone.get("cifar_stem") is not None:
-        return bool(backbone["cifar_stem"])
-    data = cfg.get("data")
-    dataset = data.get("dataset") if isinstance(data, Mapping) else cfg.get("dataset")
-    return None if dataset is None else dataset in SMALL_IMAGE_DATASETS
+        raise CheckpointError(f"'{path.parent / 'args.json'}' is not valid JSON: {err}") from err
 
 
 # ----------------------------------------------------------------------------------------------
@@ -147,42 +121,43 @@ def _strip(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def _is_state_dict(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and bool(obj) and all(
-        isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items())
-
-
-def split_checkpoint(obj: Any, path: Path) -> tuple[dict[str, Tensor], dict[str, Tensor], str,
-                                                     dict | None]:
-    """(whole model state dict, backbone weights without prefix, source format, config)."""
+def split_checkpoint(obj: Any, path: Path) -> CheckpointContents:
+    """The state dicts, format and config of a checkpoint object read from ``path``."""
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"'{path}' holds a {type(obj).__name__}, not a checkpoint dict or "
                               "a state dict")
+    official = split_official(obj)
+    if official is not None:
+        return CheckpointContents(official.state_dict, official.weights, official.source_format,
+                                  method=official.method)
     state = obj.get("state_dict")
-    if _is_state_dict(state):
+    if is_state_dict(state):
         prefix = next((p for p in BACKBONE_PREFIXES if any(k.startswith(p) for k in state)), None)
         if prefix is not None:  # a Lightning checkpoint of ours or of solo-learn
-            hparams = _plain(obj.get("hyper_parameters") or {})
+            hparams = plain(obj.get("hyper_parameters") or {})
             if isinstance(hparams.get("cfg"), dict):  # written by solo.methods.BaseMethod
-                return dict(state), _strip(state, prefix), "solo", hparams["cfg"]
-            cfg = read_args_json(path) or (hparams if hparams else None)
-            return dict(state), _strip(state, prefix), "solo-learn", cfg
-        plain, fmt = dict(state), "timm" if "arch" in obj else None  # timm's train.py saves arch
-    elif _is_state_dict(obj.get("model")):  # torchvision's reference training scripts
-        plain, fmt = dict(obj["model"]), "torchvision"
-    elif _is_state_dict(obj):
-        plain, fmt = dict(obj), "timm" if path.suffix == ".safetensors" else None
+                return CheckpointContents(dict(state), _strip(state, prefix), "solo",
+                                          hparams["cfg"])
+            cfg = _args_json(path) or (hparams if hparams else None)
+            return CheckpointContents(dict(state), _strip(state, prefix), "solo-learn", cfg)
+        plain_state, fmt = dict(state), "timm" if "arch" in obj else None  # timm's train.py
+    elif is_state_dict(obj.get("model")):  # torchvision's reference scripts, DeiT-style exports
+        plain_state = dict(obj["model"])
+        fmt = "torchvision" if any(k.startswith("layer1.") for k in plain_state) else "timm"
+    elif is_state_dict(obj):
+        plain_state, fmt = dict(obj), "timm" if path.suffix == ".safetensors" else None
     else:
         raise CheckpointError(
             f"'{path}' is not a checkpoint this loader knows: expected a Lightning checkpoint "
-            f"('state_dict' with keys under {' or '.join(BACKBONE_PREFIXES)}), or a plain "
-            f"ResNet state dict; its top-level keys are {sorted(map(str, obj))[:_SHOWN_KEYS]}")
-    if all(k.startswith("module.") for k in plain):  # saved from a DistributedDataParallel
-        plain = _strip(plain, "module.")
+            f"('state_dict' with keys under {' or '.join(BACKBONE_PREFIXES)}), an official MoCo "
+            "or DINO checkpoint, or a plain state dict; its top-level keys are "
+            f"{sorted(map(str, obj))[:_SHOWN_KEYS]}")
+    if all(k.startswith("module.") for k in plain_state):  # saved from a DistributedDataParallel
+        plain_state = _strip(plain_state, "module.")
     # torchvision's and timm's ResNets share one key layout; headless weights are timm's
     # num_classes=0 layout, weights with an fc head are reported as torchvision's
-    fmt = fmt or ("torchvision" if any(k.startswith("fc.") for k in plain) else "timm")
-    return plain, plain, fmt, None
+    fmt = fmt or ("torchvision" if any(k.startswith("fc.") for k in plain_state) else "timm")
+    return CheckpointContents(plain_state, plain_state, fmt)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -194,81 +169,110 @@ def _listing(title: str, items: list[str]) -> str:
     return f"\n  {title} ({len(items)}): {shown}{more}"
 
 
-def load_weights_strictly(model: nn.Module, weights: Mapping[str, Tensor], what: str) -> None:
-    """Load ``weights`` into ``model`` or fail listing missing/unexpected/mis-shaped keys."""
-    expected = model.state_dict()
+def misfit(expected: Mapping[str, Tensor], weights: Mapping[str, Tensor]) -> str | None:
+    """The missing, unexpected and mis-shaped keys of ``weights`` against ``expected``, or None
+    when they fit exactly."""
     missing = [k for k in expected if k not in weights]
     unexpected = [k for k in weights if k not in expected]
     mismatched = [f"{k} (checkpoint {tuple(v.shape)}, model {tuple(expected[k].shape)})"
                   for k, v in weights.items() if k in expected and v.shape != expected[k].shape]
-    if missing or unexpected or mismatched:
-        message = f"{what} does not fit:"
-        if missing:
-            message += _listing("missing keys", missing)
-        if unexpected:
-            message += _listing("unexpected keys", unexpected)
-        if mismatched:
-            message += _listing("shape mismatches", mismatched)
-        raise CheckpointError(message)
+    if not (missing or unexpected or mismatched):
+        return None
+    message = ""
+    if missing:
+        message += _listing("missing keys", missing)
+    if unexpected:
+        message += _listing("unexpected keys", unexpected)
+    if mismatched:
+        message += _listing("shape mismatches", mismatched)
+    return message
+
+
+def load_weights_strictly(model: nn.Module, weights: Mapping[str, Tensor], what: str) -> None:
+    """Load ``weights`` into ``model`` or fail listing missing/unexpected/mis-shaped keys."""
+    problems = misfit(model.state_dict(), weights)
+    if problems:
+        raise CheckpointError(f"{what} does not fit:{problems}")
     model.load_state_dict(weights, strict=True)
-
-
-def load_pretrained(path: str | os.PathLike, backbone: str | None = None,
-                    cifar_stem: bool | None = None, *, trust_pickle: bool = True) -> Pretrained:
-    """Load the backbone of a checkpoint in any of ``SOURCE_FORMATS``, ready for inference.
-
-    ``backbone`` and ``cifar_stem`` override what the checkpoint's config (or, without one, its
-    weights: a 3x3 ``conv1`` means the CIFAR stem) says. ``trust_pickle`` allows a full unpickle
-    for checkpoints that need one (see ``read_checkpoint_file``); pass False for untrusted files.
-    """
-    path = Path(path)
-    state, weights, source_format, cfg = split_checkpoint(
-        read_checkpoint_file(path, trust_pickle=trust_pickle), path)
-    # a classifier head is not part of a headless backbone: dropped, as documented
-    weights = {k: v for k, v in weights.items() if not k.startswith("fc.")}
-    if not weights:
-        raise CheckpointError(f"'{path}' has no backbone weights")
-
-    try:
-        name = backbone or (cfg and config_backbone_name(cfg)) or infer_resnet_name(weights)
-        if cifar_stem is None and cfg:
-            cifar_stem = config_cifar_stem(cfg)
-        if cifar_stem is None:
-            cifar_stem = has_cifar_stem(weights)
-    except ValueError as err:
-        raise CheckpointError(f"'{path}': {err}") from err
-    if name not in BACKBONES:
-        raise CheckpointError(f"'{path}': {BACKBONES.unknown(name)}")
-    kwargs = {}
-    if source_format == "solo" and isinstance(cfg.get("backbone"), Mapping):
-        kwargs = dict(cfg["backbone"].get("kwargs") or {})  # our own builder's options
-    model = build_backbone(name, small_images=cifar_stem, **kwargs)
-    stem = "CIFAR" if cifar_stem else "ImageNet"
-    load_weights_strictly(model, weights, f"'{path}' ({source_format} format) for {name} with the "
-                                          f"{stem} stem")
-    method = cfg.get("method") if cfg else None
-    return Pretrained(backbone=model.eval(), backbone_name=name,
-                      method=method if isinstance(method, str) else None, cfg=cfg,
-                      state_dict=state, source_format=source_format, cifar_stem=cifar_stem)
 
 
 def classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
     """Where a checkpoint of ``model``'s architecture keeps its classifier: timm's pretrained
-    config says (``head``, ``head.fc``, ``fc``); ``fc.`` and ``head.`` otherwise."""
+    config says (``head``, ``head.fc``, ``fc``); ``fc.`` and ``head.`` otherwise (also where
+    MoCo keeps its projection and DINO its head)."""
     config = getattr(model, "pretrained_cfg", None) or {}
     named = config.get("classifier")
     names = [named] if isinstance(named, str) else list(named or [])
     return tuple(f"{name}." for name in names) + ("fc.", "head.")
 
 
+def fit_to_model(model: nn.Module, weights: Mapping[str, Tensor], what: str) -> dict[str, Tensor]:
+    """``weights`` in ``model``'s layout (older timm layouts rewritten), without the classifier
+    or projection head keys that the headless ``model`` does not have."""
+    try:
+        weights = adapt_timm_layout(model, weights)
+    except ResampledWeightsError as err:
+        raise CheckpointError(f"{what} does not fit: {err}") from None
+    expected = model.state_dict()
+    heads = classifier_prefixes(model)
+    return {k: v for k, v in weights.items() if k in expected or not k.startswith(heads)}
+
+
+def load_pretrained(path: str | os.PathLike, backbone: str | None = None,
+                    cifar_stem: bool | None = None, *,
+                    backbone_kwargs: Mapping[str, Any] | None = None,
+                    trust_pickle: bool = True) -> Pretrained:
+    """Load the backbone of a checkpoint in any of ``SOURCE_FORMATS``, ready for inference.
+
+    ``backbone``, ``cifar_stem`` and ``backbone_kwargs`` (added to the config's
+    ``backbone.kwargs``) override what the checkpoint's config says; without a config the
+    weights tell the backbone, a ResNet's stem (a 3x3 ``conv1`` is the CIFAR stem) and a ViT's
+    patch and image size. A ViT's head count is not in its weights: MoCo v3's (12 heads for
+    ViT-S) comes from its checkpoint layout or a config's method, else timm's count is used
+    (pass ``backbone_kwargs={"num_heads": ...}``). ``trust_pickle`` allows a full unpickle for
+    checkpoints that need one (see ``read_checkpoint_file``); pass False for untrusted files.
+    """
+    path = Path(path)
+    contents = split_checkpoint(read_checkpoint_file(path, trust_pickle=trust_pickle), path)
+    cfg, weights, source_format = contents.cfg, contents.weights, contents.source_format
+    if not weights:
+        raise CheckpointError(f"'{path}' has no backbone weights")
+    kwargs = {**(config_backbone_kwargs(cfg) if cfg else {}), **(backbone_kwargs or {})}
+    try:
+        name = backbone or (cfg and config_backbone_name(cfg)) or infer_backbone_name(weights)
+        if cifar_stem is None and cfg:
+            cifar_stem = config_cifar_stem(cfg)
+        if cifar_stem is None:  # only ResNets have a stem to tell; the others ignore it
+            cifar_stem = has_cifar_stem(weights) if "conv1.weight" in weights else False
+    except ValueError as err:
+        raise CheckpointError(f"'{path}': {err}") from err
+    if not is_known_backbone(name):
+        raise CheckpointError(f"'{path}': {unknown_backbone(name)}")
+    geometry = vit_geometry(weights) if is_vit_name(name) else None
+    if geometry:  # what the config does not say (solo-learn's default is timm's 224 px)
+        kwargs = {**geometry, **kwargs}
+    method = contents.method or (config_method(cfg) if cfg else None)
+    image_size = config_image_size(cfg) if source_format == "solo" else None
+    try:
+        model = build_backbone(name, small_images=cifar_stem, image_size=image_size,
+                               method=method, **kwargs)
+    except (TypeError, ValueError, RuntimeError, AssertionError) as err:
+        raise CheckpointError(f"'{path}': cannot build {name} with kwargs {kwargs}: {err}") from err
+    what = f"'{path}' ({source_format} format) for {name}"
+    if name.startswith("resnet"):
+        what += f" with the {'CIFAR' if cifar_stem else 'ImageNet'} stem"
+    load_weights_strictly(model, fit_to_model(model, weights, what), what)
+    built = model.state_dict()  # only a ResNet has the stem; other builders ignore small_images
+    has_stem = "layer1.0.conv1.weight" in built and has_cifar_stem(built)
+    return Pretrained(backbone=model.eval(), backbone_name=name, method=method, cfg=cfg,
+                      state_dict=contents.state_dict, source_format=source_format,
+                      cifar_stem=has_stem, backbone_kwargs=kwargs)
+
+
 def load_backbone_weights(model: nn.Module, path: str | os.PathLike) -> None:
     """Load the backbone weights of checkpoint ``path`` (any of ``SOURCE_FORMATS``) into
     ``model`` strictly, leaving out a classifier head the headless model does not have."""
     path = Path(os.path.expanduser(str(path)))
-    _, weights, source_format, _ = split_checkpoint(read_checkpoint_file(path, trust_pickle=True),
-                                                    path)
-    expected = model.state_dict()
-    heads = classifier_prefixes(model)
-    weights = {k: v for k, v in weights.items() if k in expected or not k.startswith(heads)}
-    load_weights_strictly(model, weights, f"'{path}' ({source_format} format) for "
-                                          f"{type(model).__name__}")
+    contents = split_checkpoint(read_checkpoint_file(path, trust_pickle=True), path)
+    what = f"'{path}' ({contents.source_format} format) for {type(model).__name__}"
+    load_weights_strictly(model, fit_to_model(model, contents.weights, what), what)

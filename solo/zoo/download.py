@@ -1,8 +1,8 @@
-"""Fetching a file over HTTP(S) or file:// with resume, a progress bar and a sha256 check.
+"""Fetching a file over HTTP(S) or file:// with resume, a progress bar and checksum checks.
 
 The bytes go to ``<file>.part``; an interrupted download continues from there with an HTTP Range
-request. Only a complete file whose checksum matches is renamed to its final name, so the final
-path never holds a partial or corrupt file.
+request. Only a complete file whose checksums match (a sha256, and / or a published prefix of its
+md5) is renamed to its final name, so the final path never holds a partial or corrupt file.
 """
 
 from __future__ import annotations
@@ -26,13 +26,35 @@ class DownloadError(RuntimeError):
     """A download that failed or did not verify; the message says which URL and why."""
 
 
-def sha256_of(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
+def _digest(path: str | os.PathLike, algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    return _digest(path, "sha256")
+
+
+def md5_of(path: str | os.PathLike) -> str:
+    """Hex md5 of a file, read in chunks (only to compare with a published md5)."""
+    return _digest(path, "md5")
+
+
+def checksum_mismatch(path: Path, sha256: str | None, md5: str | None) -> str | None:
+    """What does not match in ``path`` (``sha256`` in full, ``md5`` as a prefix), or None."""
+    if sha256 is not None:
+        got = sha256_of(path)
+        if got != sha256:
+            return f"sha256 mismatch (expected {sha256}, got {got})"
+    if md5 is not None:
+        got = md5_of(path)
+        if not got.startswith(md5):
+            return f"md5 mismatch (expected a digest starting with {md5}, got {got})"
+    return None
 
 
 def _progress(total: int | None, initial: int, name: str, enabled: bool):
@@ -99,14 +121,15 @@ def _fetch_to_part(url: str, part: Path, progress: bool) -> None:
 
 
 def fetch(url: str, dest: str | os.PathLike, sha256: str | None = None, size: int | None = None,
-          progress: bool = True) -> Path:
+          progress: bool = True, md5: str | None = None) -> Path:
     """Download ``url`` to ``dest`` unless a verified copy is there; returns ``dest``.
 
-    A checksum mismatch deletes the download and raises ``DownloadError``; an existing ``dest``
-    is only replaced by a new file that verified.
+    ``md5`` is a prefix of the file's md5 (as MoCo publishes it). A checksum mismatch deletes the
+    download and raises ``DownloadError``; an existing ``dest`` is only replaced by a new file that
+    verified.
     """
     dest = Path(dest)
-    if dest.is_file() and (sha256 is None or sha256_of(dest) == sha256):
+    if dest.is_file() and checksum_mismatch(dest, sha256, md5) is None:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -118,15 +141,12 @@ def fetch(url: str, dest: str | os.PathLike, sha256: str | None = None, size: in
         part.unlink()
         raise DownloadError(f"{url}: got {got} bytes, the manifest says {size}; the download was "
                             "deleted")
-    if sha256 is not None:
-        got = sha256_of(part)
-        if got != sha256:
-            part.unlink()
-            raise DownloadError(f"{url}: sha256 mismatch (expected {sha256}, got {got}); the "
-                                "download was deleted. The file on the server (or a mirror) "
-                                "differs from the published one")
+    mismatch = checksum_mismatch(part, sha256, md5)
+    if mismatch is not None:
+        part.unlink()
+        raise DownloadError(f"{url}: {mismatch}; the download was deleted. The file on the "
+                            "server (or a mirror) differs from the published one")
     with open(part, "rb+") as handle:
         os.fsync(handle.fileno())
     os.replace(part, dest)
     return dest
-

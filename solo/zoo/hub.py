@@ -24,7 +24,7 @@ def download_entry(entry: ZooEntry, manifest: Manifest, dir: str | os.PathLike |
     """The verified local copy of ``entry`` in ``dir``, downloaded when missing or corrupt."""
     dest = Path(dir or default_dir()) / entry.filename
     return fetch(resolve_url(entry, manifest, base_url), dest, sha256=entry.sha256,
-                 size=entry.size, progress=progress)
+                 size=entry.size, progress=progress, md5=entry.md5)
 
 
 def download(name: str, dir: str | os.PathLike | None = None, base_url: str | None = None,

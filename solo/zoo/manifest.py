@@ -8,7 +8,10 @@ A manifest is JSON::
      "checkpoints": [{"name": "byol-resnet18-cifar10", "method": "byol", "backbone": "resnet18",
                       "dataset": "cifar10", "linear_acc1": 92.1 | null, "knn_acc1": null,
                       "url": "byol-resnet18-cifar10.ckpt", "sha256": "<64 hex>" | null,
-                      "size": 123456 | null}]}
+                      "md5": "<8 to 32 hex>" | null, "size": 123456 | null}]}
+
+``md5`` is a prefix of the file's md5, for releases that publish only that (MoCo's README lists the
+first 8 hex digits); a download is checked against every checksum its entry gives.
 
 A relative ``url`` is joined to the base URL: ``--base-url`` / ``SOLO_ZOO_URL`` when given, else
 the manifest's ``base_url``. A mirror override also redirects absolute urls, keeping their file
@@ -31,6 +34,7 @@ DEFAULT_MANIFEST = Path(__file__).with_name("manifest.json")
 URL_VARIABLE = "SOLO_ZOO_URL"  # mirror / base URL override
 MANIFEST_VARIABLE = "SOLO_ZOO_MANIFEST"  # a manifest of one's own instead of the shipped one
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_MD5_PREFIX = re.compile(r"^[0-9a-f]{8,32}$")  # fewer than 8 digits would hardly check anything
 
 
 class ManifestError(ValueError):
@@ -46,7 +50,8 @@ class ZooEntry:
     backbone: str
     dataset: str
     url: str  # absolute (http, https, file) or relative to the base URL
-    sha256: str | None = None  # None: not known, the download is not verified
+    sha256: str | None = None  # None: not known, the download is not verified by it
+    md5: str | None = None  # a prefix of the file's md5, where only that is published
     size: int | None = None  # bytes
     linear_acc1: float | None = None  # offline linear top-1 on the dataset's val set, %
     knn_acc1: float | None = None  # kNN top-1, %
@@ -103,6 +108,10 @@ def _entry(raw: Any, where: str) -> ZooEntry:
     if sha256 is not None and not (isinstance(sha256, str) and _SHA256.match(sha256)):
         raise ManifestError(f"{where}: 'sha256' must be 64 lowercase hex digits or null, "
                             f"got {sha256!r}")
+    md5 = raw.get("md5")
+    if md5 is not None and not (isinstance(md5, str) and _MD5_PREFIX.match(md5)):
+        raise ManifestError(f"{where}: 'md5' must be 8 to 32 lowercase hex digits (a prefix of "
+                            f"the md5) or null, got {md5!r}")
     size = raw.get("size")
     if size is not None and (not isinstance(size, int) or size < 0):
         raise ManifestError(f"{where}: 'size' must be a byte count or null, got {size!r}")

@@ -159,8 +159,12 @@ def test_wrong_stem_and_dropped_key_are_named(solo_run, tmp_path):
 
 
 def test_unknown_backbone_and_bad_files(solo_run, tmp_path):
-    with pytest.raises(CheckpointError, match="unknown backbone 'resnet19'.*valid: resnet18, resnet50"):
+    with pytest.raises(CheckpointError) as info:
         load_pretrained(solo_run[0], backbone="resnet19")
+    message = str(info.value)  # the registered names, then the closest timm models
+    assert "unknown backbone 'resnet19' (did you mean \"resnet18\"?); valid: " in message
+    assert ", resnet18, resnet50, " in message and ", vit_small, " in message
+    assert "the closest timm models: timm/resnet18" in message
     with pytest.raises(FileNotFoundError, match="nope.ckpt"):
         load_pretrained(tmp_path / "nope.ckpt")
     path = tmp_path / "list.pt"

@@ -38,9 +38,12 @@ def test_torchvision_conversion_gives_our_features(solo_run, images, tmp_path):
     assert torch.equal(features(again.backbone, images), features(solo_run[1].backbone, images))
 
 
-def test_timm_conversion_loads_strictly_and_gives_our_features(solo_run, images, tmp_path):
+def test_timm_conversion_loads_strictly_and_gives_our_features(solo_run, images, tmp_path,
+                                                               capsys):
     out = tmp_path / "timm.pth"
     assert main(["convert", str(solo_run[0]), "--to", "timm", "--out", str(out)]) == 0
+    assert ("load it with: solo.zoo.convert.patch_cifar_stem(timm.create_model('resnet18', "
+            "num_classes=0))") in capsys.readouterr().err
     model = patch_cifar_stem(timm.create_model("resnet18", num_classes=0))
     model.load_state_dict(torch.load(out, weights_only=True), strict=True)
     torch.testing.assert_close(features(model, images), features(solo_run[1].backbone, images))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 
 import solo.zoo
 from solo.zoo.__main__ import main
@@ -240,11 +241,92 @@ def test_load_downloads_verifies_and_returns_the_backbone(server, solo_run, imag
 def test_shipped_manifest_is_valid_and_says_what_is_published(capsys):
     shipped = read_manifest(DEFAULT_MANIFEST)
     assert shipped.datasets == ["cifar10", "cifar100", "imagenet100", "imagenet"]
-    for entry in shipped.entries:  # once entries are published, each must be verifiable
-        assert entry.sha256 and entry.size and entry.dataset in shipped.datasets
-    if not shipped.entries:
+    for entry in shipped.entries:  # each published entry must be verifiable
+        assert (entry.sha256 or entry.md5) and entry.dataset in shipped.datasets
+    if not any(e.dataset == "cifar10" for e in shipped.entries):
         assert main(["download", "--dataset", "cifar10", "--quiet"]) == 1
         assert "no published checkpoints for cifar10 yet" in capsys.readouterr().err
+
+
+def test_shipped_moco_entries_are_the_readme_files_and_md5_prefixes():
+    # facebookresearch/moco's README, "Models": file, md5 (first 8 hex digits), linear top-1
+    published = {
+        "mocov1-resnet50-imagenet-200ep": ("moco_v1_200ep", "b251726a", 60.6),
+        "mocov2-resnet50-imagenet-200ep": ("moco_v2_200ep", "59fd9945", 67.7),
+        "mocov2-resnet50-imagenet-800ep": ("moco_v2_800ep", "a04e12f8", 71.1),
+    }
+    shipped = read_manifest(DEFAULT_MANIFEST)
+    for name, (stem, md5, acc1) in published.items():
+        entry = shipped.get(name)
+        assert entry.url == ("https://dl.fbaipublicfiles.com/moco/moco_checkpoints/"
+                             f"{stem}/{stem}_pretrain.pth.tar")
+        assert (entry.md5, entry.sha256, entry.linear_acc1) == (md5, None, acc1)
+        assert (entry.backbone, entry.dataset, entry.filename) == ("resnet50", "imagenet",
+                                                                   f"{stem}_pretrain.pth.tar")
+
+
+def test_md5_prefix_verifies_the_download(server, tmp_path):
+    data = payload()
+    server.files["moco.pth.tar"] = data
+    prefix = hashlib.md5(data).hexdigest()[:8]
+    manifest = write_manifest(tmp_path / "m.json", server.url, [
+        {"name": "moco", "url": "moco.pth.tar", "md5": prefix}])
+    path = solo.zoo.download("moco", tmp_path / "zoo", manifest=manifest, progress=False)
+    assert path.read_bytes() == data and sorted(os.listdir(tmp_path / "zoo")) == ["moco.pth.tar"]
+    # a verified copy is kept; a corrupted one is fetched again and replaced
+    solo.zoo.download("moco", tmp_path / "zoo", manifest=manifest, progress=False)
+    assert len(server.requests) == 1
+    path.write_bytes(b"x" + data[1:])
+    solo.zoo.download("moco", tmp_path / "zoo", manifest=manifest, progress=False)
+    assert path.read_bytes() == data and len(server.requests) == 2
+
+
+def test_a_moco_checkpoint_downloads_verified_by_md5_and_loads(server, tmp_path, images):
+    # the official layout (module.encoder_q / encoder_k, the queue), small: a ResNet-18 encoder
+    torch.manual_seed(0)
+    encoder = torchvision.models.resnet18(num_classes=128)
+    state = {f"module.encoder_{which}.{k}": v for which in "qk"
+             for k, v in encoder.state_dict().items()}
+    state["module.queue"] = torch.randn(128, 64)
+    state["module.queue_ptr"] = torch.zeros(1, dtype=torch.long)
+    checkpoint = tmp_path / "moco_v1_200ep_pretrain.pth.tar"
+    torch.save({"epoch": 200, "arch": "resnet18", "state_dict": state, "optimizer": {}},
+               checkpoint)
+    data = checkpoint.read_bytes()
+    server.files["moco/" + checkpoint.name] = data
+    manifest = write_manifest(tmp_path / "m.json", None, [
+        {"name": "mocov1", "method": "mocov1", "dataset": "imagenet",
+         "url": f"{server.url}/moco/{checkpoint.name}", "md5": hashlib.md5(data).hexdigest()[:8]}])
+    loaded = solo.zoo.load_entry("mocov1", tmp_path / "zoo", manifest=manifest, progress=False)
+    assert (loaded.source_format, loaded.method, loaded.backbone_name) == ("moco", "mocov1",
+                                                                           "resnet18")
+    encoder.fc = torch.nn.Identity()
+    with torch.no_grad():
+        assert torch.equal(loaded.backbone(images), encoder.eval()(images))
+
+
+def test_md5_prefix_mismatch_fails_and_leaves_nothing(server, tmp_path, capsys):
+    data = payload(seed=5)
+    server.files["moco.pth.tar"] = data
+    digest = hashlib.md5(data).hexdigest()
+    wrong = format((int(digest[:8], 16) + 1) % 16**8, "08x")  # differs in the published prefix
+    manifest = write_manifest(tmp_path / "m.json", server.url, [
+        {"name": "moco", "url": "moco.pth.tar", "md5": wrong}])
+    assert main(["download", "moco", "--dir", str(tmp_path / "zoo"), "--manifest", str(manifest),
+                 "--quiet"]) == 1
+    assert (f"md5 mismatch (expected a digest starting with {wrong}, got {digest}); the download "
+            "was deleted") in capsys.readouterr().err
+    assert os.listdir(tmp_path / "zoo") == []
+    # with both checksums, both must match
+    with pytest.raises(DownloadError, match="md5 mismatch"):
+        fetch(f"{server.url}/moco.pth.tar", tmp_path / "both", sha256=sha256(data), md5=wrong,
+              progress=False)
+    assert not (tmp_path / "both").exists() and not (tmp_path / "both.part").exists()
+    for bad in ("B251726A", "b2517", "xyz12345"):
+        broken = write_manifest(tmp_path / "bad.json", None,
+                                [{"name": "a", "url": "a", "md5": bad}])
+        with pytest.raises(ManifestError, match="'md5' must be 8 to 32 lowercase hex digits"):
+            read_manifest(broken)
 
 
 def test_manifest_errors_name_the_problem(tmp_path):
