@@ -8,8 +8,8 @@ The position grid is sized to the largest crop unless ``img_size`` is given, and
 MoCo v3's variant (Chen, Xie, He, arXiv:2104.02057, section 4 "Stability"): a fixed 2-D sine-cosine
 position embedding, a frozen random patch projection, the paper's initialization and 12 heads for
 ViT-S. The method ``mocov3`` selects it, as in solo-learn; ``backbone.kwargs.variant: mocov3``
-selects it for any method and ``frozen_patch_embed: false`` trains the projection (solo-learn's
-choice; the paper freezes it).
+selects it for any method, and ``frozen_patch_embed`` (default: true for MoCo v3's variant only)
+freezes or trains the projection (solo-learn trains it; the paper freezes it).
 """
 
 from __future__ import annotations
@@ -51,9 +51,9 @@ def sincos_position_embedding(grid_size: tuple[int, int], dim: int,
     return torch.cat([torch.zeros(1, dim), patches])[None]
 
 
-def make_mocov3(model: nn.Module, frozen_patch_embed: bool = True) -> nn.Module:
-    """Turn a timm ViT into MoCo v3's: fixed position embedding, its initialization, and
-    (``frozen_patch_embed``) a patch projection that keeps its random initial weights."""
+def make_mocov3(model: nn.Module) -> nn.Module:
+    """Turn a timm ViT into MoCo v3's: a fixed position embedding and the paper's initialization
+    (its frozen patch projection is ``build_vit``'s ``frozen_patch_embed``)."""
     embedding = sincos_position_embedding(model.patch_embed.grid_size, model.embed_dim)
     model.pos_embed = nn.Parameter(embedding, requires_grad=False)
     for name, module in model.named_modules():
@@ -70,8 +70,6 @@ def make_mocov3(model: nn.Module, frozen_patch_embed: bool = True) -> nn.Module:
     bound = math.sqrt(6.0 / (fan_in + model.embed_dim))  # Xavier for the flattened patch
     nn.init.uniform_(projection.weight, -bound, bound)
     nn.init.zeros_(projection.bias)
-    if frozen_patch_embed:
-        projection.requires_grad_(False)
     return model
 
 
@@ -81,14 +79,19 @@ def build_vit(name: str, context: BackboneContext, **kwargs: Any) -> nn.Module:
     variant = kwargs.pop("variant", default_variant)
     if variant not in VARIANTS:
         raise ValueError(f"backbone.kwargs.variant: '{variant}' is not one of {VARIANTS}")
-    frozen_patch_embed = kwargs.pop("frozen_patch_embed", True)
+    # the paper freezes the projection for stability; any ViT may ask for the same
+    frozen_patch_embed = kwargs.pop("frozen_patch_embed", variant == "mocov3")
     if context.image_size is not None:
         kwargs.setdefault("img_size", context.image_size)
     kwargs.setdefault("dynamic_img_size", True)
     if variant == "mocov3":
         kwargs.setdefault("num_heads", mocov3_heads)
     model = timm.create_model(model_name, pretrained=False, num_classes=0, **kwargs)
-    return make_mocov3(model, frozen_patch_embed) if variant == "mocov3" else model
+    if variant == "mocov3":
+        make_mocov3(model)
+    if frozen_patch_embed:
+        model.patch_embed.proj.requires_grad_(False)
+    return model
 
 
 def _register(name: str) -> None:

@@ -90,6 +90,9 @@ def test_mocov3_selects_its_variant() -> None:
     assert trainable.patch_embed.proj.weight.requires_grad and not trainable.pos_embed.requires_grad
     default = build_backbone("vit_small", method="byol", patch_size=4, image_size=32)
     assert default.pos_embed.requires_grad and default.blocks[0].attn.num_heads == 6
+    assert default.patch_embed.proj.weight.requires_grad
+    frozen = build_backbone("vit_tiny", frozen_patch_embed=True, patch_size=4, image_size=32)
+    assert not frozen.patch_embed.proj.weight.requires_grad and frozen.pos_embed.requires_grad
     with pytest.raises(ValueError, match="variant: 'moco' is not one of"):
         build_backbone("vit_tiny", variant="moco")
 
