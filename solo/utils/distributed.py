@@ -1,11 +1,11 @@
-"""Cross-process gathers that fall back to the identity when running in a single process."""
+"""Cross-process gathers and reductions that fall back to the identity in a single process."""
 
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torch.distributed.nn.functional import all_gather
+from torch.distributed.nn.functional import all_gather, all_reduce
 
 
 def _is_distributed() -> bool:
@@ -32,6 +32,30 @@ def gather_with_grad(x: Tensor) -> Tensor:
     if world_size() == 1:
         return x
     return torch.cat(all_gather(x), dim=0)
+
+
+def sum_with_grad(x: Tensor) -> Tensor:
+    """The sum of ``x`` over every process, keeping gradients (Barlow Twins' cross-correlation,
+    VICReg's statistics).
+
+    The backward pass sums the incoming gradients across processes too. Every process computes
+    the same loss from the sum, so each input gets world_size times its share of the gradient,
+    and DDP's averaging of the parameter gradients gives exactly the gradient that one process
+    would compute on the global batch.
+    """
+    if world_size() == 1:
+        return x
+    return all_reduce(x, op=dist.ReduceOp.SUM)
+
+
+@torch.no_grad()
+def mean_no_grad(x: Tensor) -> Tensor:
+    """The mean of ``x`` over every process, without gradients (logged values, statistics)."""
+    if world_size() == 1:
+        return x
+    x = x.clone()
+    dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x / world_size()
 
 
 @torch.no_grad()
