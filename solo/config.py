@@ -497,15 +497,26 @@ def check_queue_size(queue_size: int, global_batch: int) -> None:
                           f"a multiple such as {nearest}")
 
 
+def device_count(devices: Any) -> Optional[int]:
+    """How many devices per node a Lightning ``devices`` value names: a list's length, a count
+    (an int or a digit string), or the ids of a comma string ("0,1"); None for "auto" and -1,
+    whose count only the machine knows."""
+    if isinstance(devices, str) and "," in devices:
+        return len([d for d in devices.split(",") if d.strip()])
+    if isinstance(devices, str) and devices.strip().lstrip("-").isdigit():
+        devices = int(devices)
+    if isinstance(devices, (list, tuple)):
+        return len(devices)
+    if isinstance(devices, int) and not isinstance(devices, bool) and devices >= 0:
+        return devices
+    return None  # "auto", -1: every device the machine has
+
+
 def known_world_size(cfg: ExperimentConfig) -> Optional[int]:
     """Processes the run will have, when the config says (devices as a count or a list)."""
-    devices = cfg.trainer.get("devices", "auto")
-    if isinstance(devices, (list, tuple)):
-        count = len(devices)
-    elif isinstance(devices, int) or (isinstance(devices, str) and devices.isdigit()):
-        count = int(devices)
-    else:
-        return None  # "auto", "-1": the number of devices the machine has
+    count = device_count(cfg.trainer.get("devices", "auto"))
+    if count is None:
+        return None
     return count * int(cfg.trainer.get("num_nodes", cfg.num_nodes))
 
 
@@ -526,8 +537,6 @@ def parse_saved_config(raw: Mapping[str, Any], source: str) -> ExperimentConfig:
 
 
 def _count_class_folders(path: str) -> int:
-    import os
-
     if not os.path.isdir(path):
         raise ConfigError(f"data.train_path: '{path}' is not a directory")
     return max(1, sum(entry.is_dir() for entry in os.scandir(path)))

@@ -23,6 +23,7 @@ from torch.optim import Optimizer
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2.functional import pil_to_tensor
 
+from solo.config import device_count
 from solo.learner import Learner
 from solo.methods.momentum import cosine_tau
 
@@ -83,15 +84,12 @@ class LearnerModule(pl.LightningModule):
 
 def _process_count(devices: Union[int, str, list[int]], accelerator: str, num_nodes: int) -> int:
     """How many processes the Trainer will start, read as Lightning reads ``devices``."""
-    if isinstance(devices, (list, tuple)):
-        return len(devices) * num_nodes
-    on_cpu = accelerator == "cpu" or not torch.cuda.is_available()
-    if isinstance(devices, int) or (isinstance(devices, str) and devices.lstrip("-").isdigit()):
-        if int(devices) != -1:
-            return int(devices) * num_nodes
-        # -1: every device, which on the CPU Lightning counts as every core
-        return ((os.cpu_count() or 1) if on_cpu else torch.cuda.device_count()) * num_nodes
-    return (1 if on_cpu else torch.cuda.device_count()) * num_nodes  # "auto"
+    count = device_count(devices)
+    if count is None:  # "auto" or -1
+        on_cpu = accelerator == "cpu" or not torch.cuda.is_available()
+        every = str(devices).strip() == "-1"  # on the CPU Lightning counts every core
+        count = ((os.cpu_count() or 1) if every else 1) if on_cpu else torch.cuda.device_count()
+    return count * num_nodes
 
 
 def fit(learner: Learner, dataset: Dataset, *, max_steps: int = -1,

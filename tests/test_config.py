@@ -133,6 +133,23 @@ def test_queue_size_is_a_multiple_of_the_global_batch(cifar_mini: Path, queue: i
             parse_config(raw)
 
 
+@pytest.mark.parametrize("devices, count", [
+    ([0, 1], 2), (2, 2), ("3", 3), ("0,1", 2), ("1,", 1), ("auto", None), (-1, None),
+    ("-1", None)])
+def test_device_count_reads_devices_as_lightning_does(devices, count) -> None:
+    from solo.config import device_count
+
+    assert device_count(devices) == count
+
+
+def test_queue_size_is_not_checked_against_every_device(cifar_mini: Path) -> None:
+    # devices -1 (all of them): the count is not known before the run, so no check here (one
+    # against a negative "global batch" would pass or fail by chance)
+    raw = load_raw(CIFAR_CONFIGS, "mocov2plus.yaml", small_cpu_overrides(cifar_mini) + [
+        "++method_kwargs.queue_size=1000", "++optimizer.batch_size=256", "++devices=-1"])
+    assert parse_config(raw).method_kwargs.queue_size == 1000
+
+
 def test_queue_size_is_checked_at_fit_start_when_devices_are_auto(cifar_mini: Path) -> None:
     import lightning.pytorch as pl
 
