@@ -520,18 +520,39 @@ def known_world_size(cfg: ExperimentConfig) -> Optional[int]:
     return count * int(cfg.trainer.get("num_nodes", cfg.num_nodes))
 
 
+# backbone kwargs that make a builder load weights (timm's ``pretrained`` and its file overlay)
+WEIGHT_KWARGS = ("pretrained", "pretrained_cfg_overlay")
+
+
+def without_weight_sources(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved config without what started its backbone from a file (``backbone.pretrained``,
+    ``WEIGHT_KWARGS`` in ``backbone.kwargs``): the run's checkpoint holds the weights, and the
+    file it started from may be gone."""
+    raw = dict(raw)
+    backbone = raw.get("backbone")
+    if isinstance(backbone, Mapping):
+        backbone = {k: v for k, v in backbone.items() if k != "pretrained"}
+        kwargs = backbone.get("kwargs")
+        if isinstance(kwargs, Mapping):
+            backbone["kwargs"] = {k: v for k, v in kwargs.items() if k not in WEIGHT_KWARGS}
+        raw["backbone"] = backbone
+    return raw
+
+
 def parse_saved_config(raw: Mapping[str, Any], source: str) -> ExperimentConfig:
     """The config a run wrote (a checkpoint's hyper-parameters, ``args.json`` of ours or of
     solo-learn), read leniently: keys that solo does not know are dropped (those solo-learn
     writes silently, any other reported in one warning naming ``source``), so the checkpoint
-    stays usable. A user's YAML goes through ``parse_config``, which rejects them."""
+    stays usable; its weight sources are not replayed (``without_weight_sources``). A user's
+    YAML goes through ``parse_config``, which rejects unknown keys."""
     from solo.methods import METHODS
     from solo.solo_learn_compat import prune_saved
 
     method = raw.get("method")
     known = isinstance(method, str) and method in METHODS
     method_config = METHODS.get(method).Config if known else None
-    pruned = prune_saved({k: v for k, v in raw.items() if k not in ("hydra", "defaults")},
+    saved = without_weight_sources({k: v for k, v in raw.items() if k not in ("hydra", "defaults")})
+    pruned = prune_saved(saved,
                          ExperimentConfig, method_config, frozenset(trainer_keys()), source)
     return parse_config(pruned)
 

@@ -31,10 +31,10 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
+from solo.config import WEIGHT_KWARGS
 from solo.utils.checkpoint import write_atomic
 from solo.zoo.checkpoints import CheckpointError, Pretrained, load_pretrained, misfit
 from solo.zoo.resnet_layout import infer_resnet_name
-from solo.zoo.saved_config import WEIGHT_KWARGS
 
 TARGETS = ("torchvision", "timm", "detectron2")
 # options of solo's builders that timm does not take; the weights carry what they change

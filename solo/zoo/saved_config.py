@@ -12,10 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from solo.config import SMALL_IMAGE_DATASETS
-
-# builder kwargs that fetch weights: a checkpoint brings its own, so they are not replayed
-WEIGHT_KWARGS = ("pretrained", "pretrained_cfg_overlay")
+from solo.config import SMALL_IMAGE_DATASETS, without_weight_sources
 
 
 def plain(value: Any) -> Any:
@@ -71,11 +68,9 @@ def config_cifar_stem(cfg: Mapping[str, Any]) -> bool | None:
 def config_backbone_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """``backbone.kwargs`` (ours and solo-learn's both hand them to the builder), without the
     ones that would fetch weights."""
-    backbone = cfg.get("backbone")
+    backbone = without_weight_sources(cfg).get("backbone")
     kwargs = backbone.get("kwargs") if isinstance(backbone, Mapping) else None
-    if not isinstance(kwargs, Mapping):
-        return {}
-    return {k: v for k, v in kwargs.items() if k not in WEIGHT_KWARGS}
+    return dict(kwargs) if isinstance(kwargs, Mapping) else {}
 
 
 def config_method(cfg: Mapping[str, Any]) -> str | None:

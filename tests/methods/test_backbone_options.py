@@ -13,6 +13,7 @@ from torch import nn
 from solo.config import ConfigError
 from solo.methods import BYOL
 from solo.methods.momentum import OnlineTarget
+from solo.zoo import load_method
 from tests.helpers import shipped_config
 from tests.methods.test_methods import fit
 
@@ -64,6 +65,19 @@ def test_backbone_pretrained_starts_from_weights_on_disk(cifar_mini: Path, tmp_p
         "++backbone.name=timm/convnext_atto", f"++backbone.pretrained={path}"])
     loaded = BYOL(cfg).backbone.state_dict()
     assert all(torch.equal(v, convnext.state_dict()[k]) for k, v in loaded.items())
+
+
+def test_a_checkpoint_reloads_after_the_weights_it_started_from_are_gone(
+        cifar_mini: Path, tmp_path: Path) -> None:
+    start = tmp_path / "start.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), start)
+    cfg = shipped_config("byol", cifar_mini, SMALL_HEADS + [
+        f"++backbone.pretrained={start}", "++backbone.cifar_stem=False"])
+    model, trainer = fit(cfg, max_epochs=1, batches=1)
+    trainer.save_checkpoint(tmp_path / "run.ckpt")
+    start.unlink()  # the checkpoint holds the trained weights: the starting file is not needed
+    reloaded = load_method(tmp_path / "run.ckpt").state_dict()
+    assert all(torch.equal(value, reloaded[key]) for key, value in model.state_dict().items())
 
 
 def test_backbone_config_errors_name_the_key(cifar_mini: Path, tmp_path: Path) -> None:
