@@ -97,33 +97,36 @@ def gpu_tests(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     return {**step, "counts": counts, "failures": failures}
 
 
-def speed(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
-    result_file = log_dir / "speed.json"
-    command = [sys.executable, str(ROOT / "scripts" / "benchmark" / "pretrain_speed.py"),
-               "--train-path", str(args.data / "train"), "--pipelines", "cpu,gpu,gpu-compiled",
-               "--num-workers", str(os.cpu_count() if not args.dry_run else 0),
-               "--epochs", str(args.speed_epochs), "--json", str(result_file)]
-    if args.dry_run:
-        command += ["--cpu", "-o", "++optimizer.batch_size=8", "-o", "++limit_train_batches=2",
-                    "-o", "++performance.compile_backend=aot_eager"]
-    step = run_step("speed", command, args.budget["speed"], log_dir)
+def benchmark(name: str, script: str, arguments: list[str], budget: float,
+              log_dir: Path) -> dict[str, Any]:
+    """A benchmark script run as a step, with ``--json`` pointed into ``log_dir``: the step's
+    figures are what it wrote there (none when it failed or ran out of time first)."""
+    result_file = log_dir / f"{name}.json"
+    command = [sys.executable, str(ROOT / "scripts" / "benchmark" / script), *arguments,
+               "--json", str(result_file)]
+    step = run_step(name, command, budget, log_dir)
     if result_file.is_file():
         step["figures"] = json.loads(result_file.read_text())
     return step
+
+
+def speed(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
+    arguments = ["--train-path", str(args.data / "train"), "--pipelines", "cpu,gpu,gpu-compiled",
+                 "--num-workers", str(os.cpu_count() if not args.dry_run else 0),
+                 "--epochs", str(args.speed_epochs)]
+    if args.dry_run:
+        arguments += ["--cpu", "-o", "++optimizer.batch_size=8", "-o", "++limit_train_batches=2",
+                      "-o", "++performance.compile_backend=aot_eager"]
+    return benchmark("speed", "pretrain_speed.py", arguments, args.budget["speed"], log_dir)
 
 
 def backbone_step(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
-    result_file = log_dir / "backbone_step.json"
-    command = [sys.executable, str(ROOT / "scripts" / "benchmark" / "backbone_step.py"),
-               "--train-path", str(args.data / "train"), "--backbones", "vit_small,resnet50",
-               "--json", str(result_file)]
+    arguments = ["--train-path", str(args.data / "train"), "--backbones", "vit_small,resnet50"]
     if args.dry_run:
-        command += ["--cpu", "--image-size", "64", "--batch-size", "2", "--steps", "1",
-                    "--warmup", "1", "--backbones", "vit_small"]
-    step = run_step("backbone_step", command, args.budget["backbone"], log_dir)
-    if result_file.is_file():
-        step["figures"] = json.loads(result_file.read_text())
-    return step
+        arguments += ["--cpu", "--image-size", "64", "--batch-size", "2", "--steps", "1",
+                      "--warmup", "1", "--backbones", "vit_small"]
+    return benchmark("backbone_step", "backbone_step.py", arguments, args.budget["backbone"],
+                     log_dir)
 
 
 SUMMARY = {"knn": re.compile(r"kNN acc@1 \(k=20, cosine\) on .*?: (?:before ([\d.]+)% -> )?"
