@@ -32,6 +32,7 @@ def two_step_overrides(backbone: str) -> list[str]:
 def test_two_byol_steps_change_every_backbone(backbone: str, cifar_mini: Path,
                                               tmp_path: Path) -> None:
     overrides = small_cpu_overrides(cifar_mini, batch_size=4) + two_step_overrides(backbone)
+    overrides.append(f"++checkpoint.dir={tmp_path}")  # the CSV logs go there, not the checkout
     cfg = parse_config(load_raw(CIFAR_CONFIGS, "byol.yaml", overrides))
     result = pretrain(cfg)
     model = result.model
