@@ -132,8 +132,7 @@ class LinearModel(pl.LightningModule):
             if opt.backbone_lr is not None:
                 backbone["lr"] = scaled_lr(opt.backbone_lr, opt.batch_size, world_size, accumulate)
             groups.append(backbone)
-        optimizer = build_optimizer(opt, param_groups(groups, opt.exclude_bias_n_norm_wd), lr,
-                                    classifier_lr=lr)
+        optimizer = build_optimizer(opt, param_groups(groups, opt.exclude_bias_n_norm_wd), lr)
         return with_schedule(self, optimizer, self.cfg.scheduler)
 
     def configure_model(self) -> None:

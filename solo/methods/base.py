@@ -15,11 +15,12 @@ import torch
 from torch import Tensor, nn
 
 from solo.backbones import build_backbone, feature_width, is_convolutional
-from solo.config import SMALL_IMAGE_DATASETS, ExperimentConfig, check_queue_size, parse_config
-from solo.nn import OnlineProbe, WeightedKNN
+from solo.config import SMALL_IMAGE_DATASETS, ExperimentConfig, parse_config
+from solo.nn import FeatureQueue, OnlineProbe, WeightedKNN
 from solo.utils.lightning_hooks import accumulation, log_host_values, with_schedule
 from solo.utils.distributed import gather_padded
-from solo.utils.optim import build_optimizer, param_groups, scaled_lr
+from solo.utils.optim import (GroupOptions, build_optimizer, param_groups, restore_fixed_lrs,
+                              scaled_lr)
 from solo.utils.precision import set_tf32
 
 
@@ -110,6 +111,8 @@ class BaseMethod(pl.LightningModule):
         self.knn = WeightedKNN(cfg.knn_eval.k, cfg.knn_eval.temperature,
                                cfg.knn_eval.distance_func) if cfg.knn_eval.enabled else None
         self.channels_last = False  # switched on in configure_model for GPUs
+        self.queues: list[FeatureQueue] = []  # filled by add_queue
+        self._optimizer_steps_seen = 0
 
     @staticmethod
     def build_backbone(cfg: ExperimentConfig, image_size: int) -> nn.Module:
@@ -228,22 +231,62 @@ class BaseMethod(pl.LightningModule):
     # optimization
     # ------------------------------------------------------------------------------------------
     def probe_modules(self) -> dict[str, str]:
-        """Child modules that are linear probes, by the name of their optimizer group: groups
-        named ``classifier*`` get ``optimizer.classifier_lr`` and no weight decay."""
+        """Child modules that are linear probes, by the name of their optimizer group; they get
+        ``optimizer.classifier_lr`` and no weight decay."""
         return {"classifier": "classifier"}
+
+    def param_group_options(self) -> dict[str, GroupOptions]:
+        """How the optimizer treats each child module, by the child's name; children not named
+        follow ``optimizer.*``. A method adds its own (a fixed-lr predictor) to the base's."""
+        probe = GroupOptions(lr=self.cfg.optimizer.classifier_lr, weight_decay=0.0)
+        return {name: probe for name in self.probe_modules()}
 
     def configure_optimizers(self) -> Any:
         opt_cfg = self.cfg.optimizer
         world_size = self.trainer.world_size if self._trainer is not None else 1
         accumulate = accumulation(self)
-        lr = scaled_lr(opt_cfg.lr, opt_cfg.batch_size, world_size, accumulate)
-        classifier_lr = scaled_lr(opt_cfg.classifier_lr, opt_cfg.batch_size, world_size, accumulate)
-        probes = self.probe_modules()
-        groups = [{"name": probes.get(name, name), "params": list(child.named_parameters())}
+
+        def scale(base_lr: float) -> float:
+            return scaled_lr(base_lr, opt_cfg.batch_size, world_size, accumulate)
+
+        probes, options = self.probe_modules(), self.param_group_options()
+        groups = [{"name": probes.get(name, name), "params": list(child.named_parameters()),
+                   **(options[name].group_keys(scale) if name in options else {})}
                   for name, child in self.named_children()]
         optimizer = build_optimizer(opt_cfg, param_groups(groups, opt_cfg.exclude_bias_n_norm_wd),
-                                    lr, classifier_lr)
+                                    scale(opt_cfg.lr))
         return with_schedule(self, optimizer, self.cfg.scheduler)
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any = None) -> None:
+        scheduler.step() if metric is None else scheduler.step(metric)
+        restore_fixed_lrs(scheduler.optimizer)
+
+    # ------------------------------------------------------------------------------------------
+    # after each optimizer step (EMA updates, prototype normalization)
+    # ------------------------------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        # after a resume the restored global_step says how many steps are already done
+        self._optimizer_steps_seen = self.trainer.global_step
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = self.trainer.global_step
+        if step != self._optimizer_steps_seen:  # accumulating gradients: no step yet
+            self._optimizer_steps_seen = step
+            self.after_optimizer_step(step)
+
+    def after_optimizer_step(self, step: int) -> None:
+        """Called once after each optimizer step, ``step`` the number of steps taken so far
+        (under gradient accumulation: once per accumulated step, not per batch)."""
+
+    # ------------------------------------------------------------------------------------------
+    # queues of past embeddings
+    # ------------------------------------------------------------------------------------------
+    def add_queue(self, size: int, dim: int, **options: Any) -> FeatureQueue:
+        """A ``FeatureQueue`` whose buffers are this method's (saved in checkpoints, moved with
+        it); its size is checked against the global batch when training starts."""
+        queue = FeatureQueue(self, size, dim, **options)
+        self.queues.append(queue)
+        return queue
 
     def configure_model(self) -> None:
         # before the strategy moves the model and wraps it in DDP: converted after the wrap, the
@@ -258,9 +301,8 @@ class BaseMethod(pl.LightningModule):
             self.to(memory_format=torch.channels_last)
 
     def on_fit_start(self) -> None:
-        queue_size = getattr(self.kwargs, "queue_size", None)
-        if queue_size is not None:  # the config could not know "auto" devices' count
-            check_queue_size(queue_size, self.cfg.optimizer.batch_size * self.trainer.world_size)
+        for queue in self.queues:  # the config could not know "auto" devices' count
+            queue.check_size(self.cfg.optimizer.batch_size * self.trainer.world_size)
         performance = self.cfg.performance
         if self.device.type == "cuda":
             set_tf32(performance.tf32)

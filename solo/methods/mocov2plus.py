@@ -18,7 +18,6 @@ from solo.methods.base import EncodedBatch
 from solo.methods.momentum import MomentumMethod
 from solo.methods.registry import METHODS
 from solo.nn import mlp
-from solo.utils.distributed import gather_no_grad
 
 
 @dataclass
@@ -43,25 +42,14 @@ class MoCoV2Plus(MomentumMethod):
             raise ValueError(f"mocov2plus needs exactly 2 large crops, got {self.num_large_crops}")
         self.projector = mlp(self.num_features, k.proj_hidden_dim, k.proj_output_dim, batch_norm=False)
         self.momentum_projector = self.momentum_copy("projector")
-        # one queue of keys per view: (2, D, K), saved in checkpoints so a resume keeps it; the
-        # pointer is (1,) as in solo-learn's checkpoints
-        self.register_buffer("queue", F.normalize(torch.randn(2, k.proj_output_dim, k.queue_size), dim=1))
-        self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
-
-    @torch.no_grad()
-    def enqueue(self, keys: Tensor) -> None:
-        """Write keys (2, B, D) from every process into the queues, wrapping around."""
-        keys = torch.stack([gather_no_grad(k) for k in keys])  # (2, B * world, D)
-        size = self.queue.shape[-1]
-        slots = (self.queue_ptr + torch.arange(keys.shape[1], device=keys.device)) % size
-        self.queue[:, :, slots] = keys.transpose(1, 2).to(self.queue.dtype)
-        self.queue_ptr.copy_((self.queue_ptr + keys.shape[1]) % size)
+        # one queue of keys per view, (2, D, K) as solo-learn's
+        self.key_queue = self.add_queue(k.queue_size, k.proj_output_dim, copies=2, keys_last=True)
 
     def ssl_loss(self, batch: EncodedBatch) -> tuple[Tensor, dict[str, Tensor]]:
         q1, q2 = (F.normalize(self.projector(f), dim=-1) for f in batch.feats[:2])
         k1, k2 = (F.normalize(self.momentum_projector(f), dim=-1) for f in batch.momentum_feats)
-        queue = self.queue.clone().detach()
+        queue = self.key_queue.keys.clone()  # (2, D, K), before this step's keys join it
         temperature = self.kwargs.temperature
         loss = (moco_loss(q1, k2, queue[1], temperature) + moco_loss(q2, k1, queue[0], temperature)) / 2
-        self.enqueue(torch.stack((k1, k2)))
+        self.key_queue.push(torch.stack((k1, k2)))
         return loss, {}

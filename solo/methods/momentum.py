@@ -50,7 +50,6 @@ class MomentumMethod(BaseMethod):
         self.momentum_classifier = (OnlineProbe(self.num_features, self.cfg.num_classes)
                                     if self.cfg.momentum.classifier else None)
         self.tau = self.cfg.momentum.base_tau
-        self._ema_step = 0  # optimizer steps already folded into the momentum weights
 
     def momentum_copy(self, name: str) -> nn.Module | OnlineTarget:
         """A frozen copy of child module ``name``, updated as its EMA after each optimizer step
@@ -105,9 +104,8 @@ class MomentumMethod(BaseMethod):
         return online, momentum
 
     def on_train_start(self) -> None:
-        # after a resume the restored global_step says how many updates are already applied
-        self._ema_step = self.trainer.global_step
-        self.tau = cosine_tau(self._ema_step, int(self.trainer.estimated_stepping_batches),
+        super().on_train_start()
+        self.tau = cosine_tau(self.trainer.global_step, int(self.trainer.estimated_stepping_batches),
                               self.cfg.momentum.base_tau, self.cfg.momentum.final_tau)
 
     @torch.no_grad()
@@ -116,12 +114,11 @@ class MomentumMethod(BaseMethod):
         online, momentum = self._ema_tensors()
         torch._foreach_lerp_(momentum, online, 1.0 - tau)
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        step = self.trainer.global_step
-        if step == self._ema_step or not self._momentum_pairs:  # accumulating gradients: no optimizer step yet
+    def after_optimizer_step(self, step: int) -> None:
+        super().after_optimizer_step(step)
+        if not self._momentum_pairs:
             return
         self.momentum_update(self.tau)
-        self._ema_step = step
         self.tau = cosine_tau(step, int(self.trainer.estimated_stepping_batches),
                               self.cfg.momentum.base_tau, self.cfg.momentum.final_tau)
         log_host_values(self, {"tau": self.tau})

@@ -1,7 +1,8 @@
-"""Heads, the online linear probe and the weighted kNN classifier."""
+"""Heads, the online linear probe, the weighted kNN classifier and the feature queue."""
 
 from solo.nn.heads import mlp
 from solo.nn.knn import WeightedKNN
 from solo.nn.probe import OnlineProbe
+from solo.nn.queue import FeatureQueue
 
-__all__ = ["mlp", "WeightedKNN", "OnlineProbe"]
+__all__ = ["mlp", "FeatureQueue", "WeightedKNN", "OnlineProbe"]

@@ -27,7 +27,8 @@ class LARS(torch.optim.Optimizer):
     neither scaling nor weight decay. With ``exclude_bias_n_norm`` the 1-d tensors (biases and
     norm weights) also take ``d = g``. Then, as torch's SGD: ``buf = momentum * buf +
     (1 - dampening) * d`` (``buf = d`` at the first step), ``d = d + momentum * buf`` with
-    nesterov else ``d = buf``, and ``p -= lr * d``.
+    nesterov else ``d = buf``, and ``p -= lr * d``. A param group with ``lars_adaptation: False``
+    takes SGD's ``d = g + weight_decay * p`` for all its tensors.
     """
 
     def __init__(
@@ -74,6 +75,10 @@ class LARS(torch.optim.Optimizer):
         Computed for all tensors at once with foreach ops and no value read back to the host."""
         lr, wd = group["lr"], group["weight_decay"]
         directions = [p.grad.clone() for p in params]
+        if not group.get("lars_adaptation", True):  # a group the method keeps out of LARS
+            if wd != 0:
+                torch._foreach_add_(directions, params, alpha=wd)
+            return directions
         adapted = [i for i, p in enumerate(params)
                    if not (group["exclude_bias_n_norm"] and p.ndim == 1)]
         if not adapted:

@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 from torch.optim import Optimizer
 
 from solo.config import SchedulerConfig
+from solo.utils.optim import restore_fixed_lrs
 from solo.utils.schedules import build_scheduler
 
 
@@ -38,4 +39,5 @@ def with_schedule(module: pl.LightningModule, optimizer: Optimizer,
                                 lr_multiplier=accumulation(module))
     if scheduler is None:
         return optimizer
+    restore_fixed_lrs(optimizer)  # the scheduler set its first lr in every group
     return {"optimizer": optimizer, "lr_scheduler": scheduler}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -67,28 +67,63 @@ def check_optimizer_kwargs(cfg: OptimizerConfig) -> None:
                           f"optimizer '{cfg.name}'; valid kwargs: {', '.join(valid)}")
 
 
-def build_optimizer(cfg: OptimizerConfig, groups: list[dict], lr: float,
-                    classifier_lr: float) -> torch.optim.Optimizer:
+@dataclass(frozen=True)
+class GroupOptions:
+    """How the optimizer treats one module's parameters, declared by the method that owns it.
+
+    ``lr`` is a base lr for a global batch of 256 (scaled like ``optimizer.lr``; None: the
+    optimizer's). ``fixed_lr`` keeps the group at its starting lr whatever the scheduler does
+    (SimSiam's predictor, solo-learn's ``static_lr``). ``lars_adaptation: False`` gives the group
+    plain SGD steps under LARS (with its weight decay). ``weight_decay`` overrides
+    ``optimizer.weight_decay`` (0: none).
+    """
+
+    lr: Optional[float] = None
+    fixed_lr: bool = False
+    lars_adaptation: bool = True
+    weight_decay: Optional[float] = None
+
+    def group_keys(self, scale_lr: Callable[[float], float]) -> dict[str, Any]:
+        """The keys these options add to a param group; ``scale_lr`` maps a base lr to the
+        run's."""
+        keys: dict[str, Any] = {}
+        if self.lr is not None:
+            keys["lr"] = scale_lr(self.lr)
+        if self.weight_decay is not None:
+            keys["weight_decay"] = self.weight_decay
+        if not self.lars_adaptation:
+            keys["lars_adaptation"] = False
+        if self.fixed_lr:
+            keys["fixed_lr"] = True
+        return keys
+
+
+def build_optimizer(cfg: OptimizerConfig, groups: list[dict], lr: float) -> torch.optim.Optimizer:
     """Build ``cfg.name`` over ``groups`` with base lr ``lr`` and ``cfg.weight_decay``.
 
-    Groups keep their own lr/weight_decay when they set one. A group whose name starts with
-    "classifier" (the online probe) that sets neither gets ``classifier_lr`` and no weight decay.
-    ``cfg.kwargs`` override the optimizer's defaults; an unknown kwarg raises a ValueError.
+    Groups keep their own lr/weight_decay when they set one. ``cfg.kwargs`` override the
+    optimizer's defaults; an unknown kwarg raises a ConfigError. Groups marked ``fixed_lr``
+    remember their starting lr (see ``restore_fixed_lrs``).
     """
     check_optimizer_kwargs(cfg)
     spec = _OPTIMIZERS[cfg.name]
     kwargs = {**spec.defaults, **cfg.kwargs}
     if "betas" in kwargs:
         kwargs["betas"] = tuple(kwargs["betas"])  # YAML gives a list
-
     resolved = []
     for group in groups:
         group = dict(group)
-        if str(group.get("name", "")).startswith("classifier"):
-            group.setdefault("lr", classifier_lr)
-            group.setdefault("weight_decay", 0.0)
+        if group.get("fixed_lr") is True:
+            group["fixed_lr"] = group.get("lr", lr)  # the value the schedule may not change
         resolved.append(group)
     return spec.cls(resolved, lr=lr, weight_decay=cfg.weight_decay, **kwargs)
+
+
+def restore_fixed_lrs(optimizer: torch.optim.Optimizer) -> None:
+    """Put every ``fixed_lr`` group back to its starting lr (after a scheduler moved it)."""
+    for group in optimizer.param_groups:
+        if group.get("fixed_lr") is not None:
+            group["lr"] = group["fixed_lr"]
 
 
 def scaled_lr(base_lr: float, batch_size: int, world_size: int, accumulate: int = 1) -> float:

@@ -11,6 +11,7 @@ import torch
 from solo.data import build_pipeline
 from solo.methods import METHODS
 from solo.pretrain import trainer_kwargs
+from solo.utils.optim import GroupOptions
 from tests.helpers import shipped_config
 
 
@@ -168,3 +169,25 @@ def test_log_every_n_steps_zero_logs_no_steps_and_runs(cifar_mini: Path, every: 
     assert trainer.global_step == 2
     step_keys = set().union(*logged)
     assert ("tau" in step_keys) == (every == 1) and ("lr" in step_keys) == (every == 1)
+
+
+class SimCLRWithFixedProjector(METHODS.get("simclr")):
+    """A method that declares group options: its projector at a fixed lr, no weight decay, out
+    of LARS (as SimSiam's predictor and All4One's transformer are)."""
+
+    def param_group_options(self):
+        return {**super().param_group_options(),
+                "projector": GroupOptions(fixed_lr=True, weight_decay=0.0, lars_adaptation=False)}
+
+
+def test_declared_group_options_survive_the_schedule(cifar_mini: Path) -> None:
+    cfg = shipped_config("simclr", cifar_mini, ["++scheduler.warmup_epochs=1",
+                                                "++scheduler.warmup_start_lr=0.0"])
+    pl.seed_everything(0, verbose=False)
+    model, trainer, lrs = train(cfg, epochs=2, model=SimCLRWithFixedProjector(cfg))
+    groups = {g["name"]: g for g in trainer.optimizers[0].param_groups}
+    scaled = 0.4 * 16 / 256  # the recipe's lr at batch 16
+    assert lrs[0] == 0.0 and lrs[1] > 0  # the backbone warmed up from 0 ...
+    assert groups["projector"]["lr"] == pytest.approx(scaled)  # ... the projector did not move
+    assert groups["projector"]["weight_decay"] == 0 and not groups["projector"]["lars_adaptation"]
+    assert groups["classifier"]["weight_decay"] == 0

@@ -59,7 +59,7 @@ def cfg(name: str, **kwargs) -> OptimizerConfig:
 ])
 def test_each_optimizer_has_solo_learn_defaults(name, cls, defaults):
     opt = build_optimizer(cfg(name), [{"name": "backbone", "params": tiny().parameters()}],
-                          lr=0.6, classifier_lr=0.2)
+                          lr=0.6)
     assert type(opt) is cls
     group = opt.param_groups[0]
     assert group["lr"] == 0.6 and group["weight_decay"] == 1e-4
@@ -69,20 +69,21 @@ def test_each_optimizer_has_solo_learn_defaults(name, cls, defaults):
 
 def test_kwargs_override_defaults_and_betas_become_a_tuple():
     opt = build_optimizer(cfg("lars", eta=0.02, clip_lr=True, exclude_bias_n_norm=True),
-                          [{"params": tiny().parameters()}], lr=0.6, classifier_lr=0.2)
+                          [{"params": tiny().parameters()}], lr=0.6)
     group = opt.param_groups[0]
     assert (group["eta"], group["clip_lr"], group["exclude_bias_n_norm"]) == (0.02, True, True)
     opt = build_optimizer(cfg("adamw", betas=[0.9, 0.95]), [{"params": tiny().parameters()}],
-                          lr=1e-3, classifier_lr=0.2)
+                          lr=1e-3)
     assert opt.param_groups[0]["betas"] == (0.9, 0.95)
 
 
-def test_groups_keep_their_lr_and_the_classifier_gets_its_own():
+def test_groups_keep_their_lr_and_weight_decay():
     model, probe, other = tiny(), nn.Linear(4, 10), nn.Linear(4, 4)
     groups = param_groups([{"name": "backbone", "params": model.named_parameters()},
                            {"name": "projector", "params": other.parameters(), "lr": 0.05},
-                           {"name": "classifier", "params": probe.parameters()}], True)
-    opt = build_optimizer(cfg("sgd"), groups, lr=0.6, classifier_lr=0.2)
+                           {"name": "classifier", "params": probe.parameters(), "lr": 0.2,
+                            "weight_decay": 0.0}], True)
+    opt = build_optimizer(cfg("sgd"), groups, lr=0.6)
     lrs = {g["name"]: (g["lr"], g["weight_decay"]) for g in opt.param_groups}
     assert lrs == {"backbone": (0.6, 1e-4), "backbone_no_wd": (0.6, 0.0),
                    "projector": (0.05, 1e-4), "projector_no_wd": (0.05, 0.0),
@@ -91,7 +92,7 @@ def test_groups_keep_their_lr_and_the_classifier_gets_its_own():
 
 def test_unknown_kwarg_names_key_optimizer_and_valid_kwargs():
     with pytest.raises(ValueError) as error:
-        build_optimizer(cfg("lars", etaa=0.02), [{"params": tiny().parameters()}], 0.6, 0.2)
+        build_optimizer(cfg("lars", etaa=0.02), [{"params": tiny().parameters()}], 0.6)
     message = str(error.value)
     assert "etaa" in message and "'lars'" in message and "clip_lr" in message
 
@@ -107,3 +108,31 @@ def test_config_and_builder_list_the_same_optimizers():
     from solo.utils.optim import _OPTIMIZERS
 
     assert set(OPTIMIZERS) == set(_OPTIMIZERS)
+
+
+def test_a_lars_group_without_adaptation_takes_sgd_steps():
+    torch.manual_seed(0)
+    lars_net, sgd_net = tiny(), tiny()
+    sgd_net.load_state_dict(lars_net.state_dict())
+    lars = LARS([{"params": lars_net.parameters(), "lars_adaptation": False}], lr=0.1,
+                weight_decay=1e-2, eta=0.02, clip_lr=True)
+    sgd = torch.optim.SGD(sgd_net.parameters(), lr=0.1, weight_decay=1e-2, momentum=0.9)
+    x = torch.randn(8, 3)
+    for _ in range(3):
+        for net, opt in ((lars_net, lars), (sgd_net, sgd)):
+            opt.zero_grad()
+            net(x).pow(2).sum().backward()
+            opt.step()
+    for a, b in zip(lars_net.parameters(), sgd_net.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_fixed_lr_groups_are_restored_after_a_scheduler_step():
+    from solo.utils.optim import restore_fixed_lrs
+
+    opt = build_optimizer(cfg("sgd"), [{"name": "backbone", "params": tiny().parameters()},
+                                       {"name": "predictor", "params": tiny().parameters(),
+                                        "fixed_lr": True}], lr=0.6)
+    scheduler = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    opt.step(), scheduler.step(), restore_fixed_lrs(opt)
+    assert [g["lr"] for g in opt.param_groups] == [0.3, 0.6]
