@@ -29,7 +29,9 @@ SOLO_LEARN_WRITTEN = frozenset({"wandb_run_id", "data.num_large_crops", "data.nu
                                 "checkpoint.save_last"})
 # method_kwargs names of solo-learn releases before its momentum section
 MOVED_METHOD_KWARGS = {"base_tau_momentum": "momentum.base_tau",
-                       "final_tau_momentum": "momentum.final_tau"}
+                       "final_tau_momentum": "momentum.final_tau",
+                       # its ressl.yaml still writes an empty one
+                       "momentum_classifier": "momentum.classifier"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -70,11 +72,12 @@ def user_layout(raw: dict) -> dict:
         data = dict(data)
         raw["augmentations"] = _crop_groups(data.pop("augmentations"), "data.augmentations")
         raw["data"] = data
+    # solo-learn's releases with the augmentations key read it and leave the older *_cfg files
+    # unread; some of its YAMLs (imagenet-100/simsiam.yaml) still carry both
+    _ignore_beside(raw, "augmentations_cfg", "augmentations", "the crop groups")
+    _ignore_beside(raw, "wandb_cfg", "wandb", "the wandb settings")
     if "augmentations_cfg" in raw:
         path = raw.pop("augmentations_cfg")
-        if "augmentations" in raw:
-            raise ConfigError("augmentations_cfg: the crop groups are given twice (also under "
-                              "augmentations); keep one")
         raw["augmentations"] = _crop_groups(_load_yaml_file("augmentations_cfg", path),
                                             f"augmentations_cfg ('{path}')")
     elif "augmentations" in raw and not isinstance(raw["augmentations"], list):
@@ -93,8 +96,15 @@ def user_layout(raw: dict) -> dict:
     return raw
 
 
+def _ignore_beside(raw: dict, old: str, new: str, what: str) -> None:
+    """Drop the older key ``old`` when ``new`` is there too, as solo-learn does, with a warning."""
+    if old in raw and new in raw:
+        warnings.warn(f"{old} ({raw.pop(old)!r}) is ignored, as solo-learn ignores it: {new} "
+                      f"gives {what}", stacklevel=4)
+
+
 def _without_moved_kwargs(kwargs: dict, momentum: Any) -> dict:
-    """Older solo-learn YAMLs set the momentum schedule in method_kwargs as well as in the
+    """Older solo-learn YAMLs set the momentum schedule (or probe) in method_kwargs as well as in the
     momentum section; solo-learn reads only the section, so with one those keys are ignored
     (said in a warning). Without it they are rejected: the new key is the one to set."""
     for old, new in MOVED_METHOD_KWARGS.items():
@@ -104,8 +114,9 @@ def _without_moved_kwargs(kwargs: dict, momentum: Any) -> dict:
         if not isinstance(momentum, Mapping):
             raise ConfigError(f"method_kwargs.{old}: an older solo-learn name of {new}; set "
                               f"{new} instead")
+        what = "the momentum probe" if new == "momentum.classifier" else "the momentum schedule"
         warnings.warn(f"method_kwargs.{old} ({value}) is ignored, as solo-learn ignores it: {new} "
-                      f"sets the momentum schedule", stacklevel=4)
+                      f"sets {what}", stacklevel=4)
     return kwargs
 
 

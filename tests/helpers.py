@@ -11,6 +11,13 @@ from solo.config import ExperimentConfig, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR_CONFIGS = ROOT / "scripts" / "pretrain" / "cifar"
+# a recipe's file is named after its method, but solo-learn's Barlow Twins recipe is barlow.yaml
+RECIPE_FILES = {"barlow_twins": "barlow.yaml"}
+
+
+def recipe_file(method: str) -> str:
+    """The file name of ``method``'s shipped recipe in scripts/pretrain/<dataset>/."""
+    return RECIPE_FILES.get(method, f"{method}.yaml")
 
 
 def load_raw(config_dir: Path, name: str, overrides: list[str] | None = None) -> dict:
@@ -29,5 +36,5 @@ def small_cpu_overrides(data_root: Path, batch_size: int = 16) -> list[str]:
 
 
 def shipped_config(method: str, data_root: Path, extra: list[str] | None = None) -> ExperimentConfig:
-    return parse_config(load_raw(CIFAR_CONFIGS, f"{method}.yaml",
+    return parse_config(load_raw(CIFAR_CONFIGS, recipe_file(method),
                                  small_cpu_overrides(data_root) + (extra or [])))

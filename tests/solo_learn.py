@@ -12,6 +12,22 @@ import torch
 import torchvision
 from torch import nn
 
+# the top of every solo-learn experiment YAML: its config groups, Hydra's own output switched off
+YAML_HEADER = """\
+defaults:
+  - _self_
+  - augmentations: {augmentations}
+  - wandb: private.yaml
+  - override hydra/hydra_logging: disabled
+  - override hydra/job_logging: disabled
+
+# disable hydra outputs
+hydra:
+  output_subdir: null
+  run:
+    dir: .
+"""
+
 # the recipes of solo-learn's scripts/pretrain/cifar YAMLs, small heads for speed
 METHOD_KWARGS = {
     "byol": {"proj_hidden_dim": 64, "proj_output_dim": 32, "pred_hidden_dim": 48},

@@ -18,17 +18,18 @@ SMALL_IMAGE_MAX = 64
 BYOL_JITTER = (0.4, 0.4, 0.2, 0.1)  # brightness, contrast, saturation, hue (BYOL, table 6)
 SIMCLR_CIFAR_JITTER = (0.8, 0.8, 0.8, 0.2)  # SimCLR's colour distortion at strength 1
 MOCO_JITTER = (0.4, 0.4, 0.4, 0.1)  # MoCo v2's augmentation (arXiv:2003.04297)
+MOCO_V1_JITTER = (0.4, 0.4, 0.4, 0.4)  # MoCo v1's (InstDisc's), applied to every image
 
 # a method without a recipe here gets BYOL's two views: every method in solo takes two large crops
 FALLBACK_METHOD = "byol"
 
 
 def _view(jitter: tuple[float, float, float, float], blur: float, solarize: float = 0.0,
-          num_crops: int = 1) -> dict[str, Any]:
-    """One crop group in config form; every recipe here shares the crop, grayscale and flip."""
+          num_crops: int = 1, min_scale: float = 0.08, jitter_prob: float = 0.8) -> dict[str, Any]:
+    """One crop group in config form; every recipe here shares the grayscale and flip."""
     brightness, contrast, saturation, hue = jitter
-    return {"rrc": {"enabled": True, "crop_min_scale": 0.08, "crop_max_scale": 1.0},
-            "color_jitter": {"prob": 0.8, "brightness": brightness, "contrast": contrast,
+    return {"rrc": {"enabled": True, "crop_min_scale": min_scale, "crop_max_scale": 1.0},
+            "color_jitter": {"prob": jitter_prob, "brightness": brightness, "contrast": contrast,
                              "saturation": saturation, "hue": hue},
             "grayscale": {"prob": 0.2},
             "gaussian_blur": {"prob": blur},
@@ -36,6 +37,11 @@ def _view(jitter: tuple[float, float, float, float], blur: float, solarize: floa
             "equalization": {"prob": 0.0},
             "horizontal_flip": {"prob": 0.5},
             "num_crops": num_crops}
+
+
+def _crop_and_flip() -> dict[str, Any]:
+    """A weak view: random resized crop and horizontal flip only (ReSSL's teacher view)."""
+    return {**_view((0.0, 0.0, 0.0, 0.0), blur=0.0, jitter_prob=0.0), "grayscale": {"prob": 0.0}}
 
 
 # method -> {"small": CIFAR's groups, "large": ImageNet's groups}, without crop_size
@@ -46,16 +52,58 @@ RECIPES: dict[str, dict[str, list[dict[str, Any]]]] = {
     # solo-learn's ImageNet-100 SimCLR uses BYOL's milder jitter
     "simclr": {"small": [_view(SIMCLR_CIFAR_JITTER, blur=0.5, num_crops=2)],
                "large": [_view(BYOL_JITTER, blur=0.5, num_crops=2)]},
+    # official MoCo: the authors' CIFAR-10 demo views (no blur) on CIFAR; v1's "aug" and v2's
+    # "aug+" on ImageNet (scripts/pretrain/imagenet)
+    "mocov1": {"small": [_view(MOCO_JITTER, blur=0.0, num_crops=2)],
+               "large": [_view(MOCO_V1_JITTER, blur=0.0, num_crops=2, min_scale=0.2,
+                               jitter_prob=1.0)]},
+    "mocov2": {"small": [_view(MOCO_JITTER, blur=0.0, num_crops=2)],
+               "large": [_view(MOCO_JITTER, blur=0.5, num_crops=2, min_scale=0.2)]},
     "mocov2plus": {"small": [_view(MOCO_JITTER, blur=0.5, num_crops=2)],
                    "large": [_view(MOCO_JITTER, blur=0.5, num_crops=2)]},
+    # solo-learn's MoCo v3 (ResNet and ViT) and NNSiam take BYOL's asymmetric views; its SimSiam
+    # takes MoCo v2's symmetric ones on CIFAR and BYOL's on ImageNet-100
+    "mocov3": {"small": [_view(BYOL_JITTER, blur=0.0), _view(BYOL_JITTER, blur=0.0, solarize=0.2)],
+               "large": [_view(BYOL_JITTER, blur=1.0), _view(BYOL_JITTER, blur=0.1, solarize=0.2)]},
+    "simsiam": {"small": [_view(MOCO_JITTER, blur=0.5, num_crops=2)],
+                "large": [_view(BYOL_JITTER, blur=1.0), _view(BYOL_JITTER, blur=0.1, solarize=0.2)]},
+    "nnsiam": {"small": [_view(BYOL_JITTER, blur=0.0), _view(BYOL_JITTER, blur=0.0, solarize=0.2)],
+               "large": [_view(BYOL_JITTER, blur=1.0), _view(BYOL_JITTER, blur=0.1, solarize=0.2)]},
+    # solo-learn's NNCLR, NNBYOL and All4One take BYOL's asymmetric views too
+    **{name: {"small": [_view(BYOL_JITTER, blur=0.0), _view(BYOL_JITTER, blur=0.0, solarize=0.2)],
+              "large": [_view(BYOL_JITTER, blur=1.0), _view(BYOL_JITTER, blur=0.1, solarize=0.2)]}
+       for name in ("nnclr", "nnbyol", "all4one")},
+    # a strong view for the online network, a weak one for the momentum network (also on CIFAR)
+    "ressl": {"small": [_view(BYOL_JITTER, blur=0.5), _crop_and_flip()],
+              "large": [_view(BYOL_JITTER, blur=0.5), _crop_and_flip()]},
+    # SimCLR's views at both sizes (solo-learn's imagenet-100 symmetric.yaml keeps strength 1)
+    "supcon": {"small": [_view(SIMCLR_CIFAR_JITTER, blur=0.5, num_crops=2)],
+               "large": [_view(SIMCLR_CIFAR_JITTER, blur=0.5, num_crops=2)]},
+    # solo-learn's Barlow Twins takes BYOL's asymmetric views
+    "barlow_twins": {"small": [_view(BYOL_JITTER, blur=0.0),
+                               _view(BYOL_JITTER, blur=0.0, solarize=0.2)],
+                     "large": [_view(BYOL_JITTER, blur=1.0),
+                               _view(BYOL_JITTER, blur=0.1, solarize=0.2)]},
+    # solo-learn's VICReg and VIbCReg: crops from 20% up, solarization 0.1, blur 0.5 on ImageNet
+    "vicreg": {"small": [_view(BYOL_JITTER, blur=0.0, solarize=0.1, num_crops=2, min_scale=0.2)],
+               "large": [_view(BYOL_JITTER, blur=0.5, solarize=0.1, num_crops=2, min_scale=0.2)]},
+    "vibcreg": {"small": [_view(BYOL_JITTER, blur=0.0, solarize=0.1, num_crops=2, min_scale=0.2)],
+                "large": [_view(BYOL_JITTER, blur=0.5, solarize=0.1, num_crops=2, min_scale=0.2)]},
+    # solo-learn's W-MSE: SimCLR's jitter, crops from 20% up; on ImageNet six more 96-pixel crops
+    # (a fixed crop_size, kept whatever the image size), which its loss leaves out
+    "wmse": {"small": [_view(SIMCLR_CIFAR_JITTER, blur=0.0, num_crops=2, min_scale=0.2)],
+             "large": [_view(SIMCLR_CIFAR_JITTER, blur=0.2, num_crops=2, min_scale=0.2),
+                       {**_view(SIMCLR_CIFAR_JITTER, blur=0.2, num_crops=6, min_scale=0.2),
+                        "crop_size": 96}]},
 }
 
 
 def default_augmentations(method: str, image_size: int) -> list[dict[str, Any]]:
-    """``method``'s crop groups (config form) with every view ``image_size`` pixels square."""
+    """``method``'s crop groups (config form) with every view ``image_size`` pixels square, but
+    for groups whose recipe fixes their own crop_size (multi-crop's small crops)."""
     recipe = RECIPES.get(method, RECIPES[FALLBACK_METHOD])
     groups = recipe["small" if image_size <= SMALL_IMAGE_MAX else "large"]
-    return [{**copy.deepcopy(group), "crop_size": image_size} for group in groups]
+    return [{"crop_size": image_size, **copy.deepcopy(group)} for group in groups]
 
 
 def two_views(image_size: int) -> list[dict[str, Any]]:

@@ -8,15 +8,16 @@ builds its heads in ``__init__`` and implements ``ssl_loss``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping, Optional
 
 import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
 from solo.backbones import build_backbone, feature_width, is_convolutional
-from solo.config import SMALL_IMAGE_DATASETS, ExperimentConfig, parse_config
+from solo.config import SMALL_IMAGE_DATASETS, ConfigError, ExperimentConfig, parse_config
 from solo.nn import FeatureQueue, OnlineProbe, WeightedKNN
+from solo.methods.state_dict import upgrade_state_dict
 from solo.utils.lightning_hooks import accumulation, log_host_values, with_schedule
 from solo.utils.distributed import gather_padded
 from solo.utils.optim import (GroupOptions, build_optimizer, param_groups, restore_fixed_lrs,
@@ -33,8 +34,9 @@ class NoKwargs:
 class EncodedBatch:
     """A training batch after the backbone: what ``ssl_loss`` receives.
 
-    ``feats`` holds one (B, F) tensor per crop, large crops first; ``momentum_feats`` one per large
-    crop from the momentum backbone (empty for methods without one).
+    ``feats`` holds one (B, F) tensor per crop that ``online_crops`` keeps (all of them unless a
+    method says otherwise), large crops first; ``momentum_feats`` one per large crop that
+    ``encode_momentum`` encodes with the momentum backbone (empty for methods without one).
     """
 
     indexes: Tensor  # (B,) dataset positions: crops with the same index come from one image
@@ -52,33 +54,6 @@ def split_by_resolution(crops: list[Tensor]) -> list[list[Tensor]]:
         else:
             groups.append([crop])
     return groups
-
-
-# modules renamed to solo-learn's names (solo 0.1 checkpoints still load): old prefix -> new
-_RENAMED_PREFIXES = {"probe.linear.": "classifier.", "momentum_probe.linear.": "momentum_classifier."}
-
-
-def upgrade_state_dict(state: dict[str, Tensor], expected: dict[str, Tensor]) -> dict[str, Tensor]:
-    """A state dict of an earlier solo release in today's layout: the probes under solo-learn's
-    names, a zero bias for head Linears that had none before their batch norm (the BN removes any
-    constant, so the outputs are the same), and MoCo's queue pointer as a (1,) tensor."""
-    upgraded = {}
-    for key, value in state.items():
-        for old, new in _RENAMED_PREFIXES.items():
-            if key.startswith(old):
-                key = new + key[len(old):]
-        if key in expected and value.dim() == 0 and expected[key].shape == (1,):
-            value = value.reshape(1)
-        upgraded[key] = value
-    for key, value in expected.items():
-        if key in upgraded or not key.endswith(".bias"):
-            continue
-        head, _, index = key[: -len(".bias")].rpartition(".")
-        # only a Sequential's Linear followed by a batch norm, which cancels any constant
-        before_batch_norm = index.isdigit() and f"{head}.{int(index) + 1}.running_mean" in expected
-        if before_batch_norm and f"{head}.{index}.weight" in upgraded:
-            upgraded[key] = torch.zeros_like(value)
-    return upgraded
 
 
 class BaseMethod(pl.LightningModule):
@@ -113,6 +88,19 @@ class BaseMethod(pl.LightningModule):
         self.channels_last = False  # switched on in configure_model for GPUs
         self.queues: list[FeatureQueue] = []  # filled by add_queue
         self._optimizer_steps_seen = 0
+
+    def require_crops(self, large: int, *, small: Optional[int] = None,
+                      at_least: bool = False) -> None:
+        """A ConfigError unless the crop groups give ``large`` large crops (or more with
+        ``at_least``) and, when ``small`` is given, that many small ones."""
+        got_large, got_small = self.cfg.num_large_crops, self.cfg.num_small_crops
+        if (got_large >= large if at_least else got_large == large) and small in (None, got_small):
+            return
+        wanted = f"{'at least' if at_least else 'exactly'} {large} large crops"
+        if small is not None:
+            wanted += " and no small ones" if small == 0 else f" and {small} small ones"
+        raise ConfigError(f"{self.cfg.method} needs {wanted} (augmentations[*].num_crops), got "
+                          f"{got_large} large and {got_small} small")
 
     @staticmethod
     def build_backbone(cfg: ExperimentConfig, image_size: int) -> nn.Module:
@@ -171,7 +159,12 @@ class BaseMethod(pl.LightningModule):
 
     def encode_batch(self, batch: tuple[Tensor, list[Tensor], Tensor]) -> EncodedBatch:
         indexes, crops, targets = batch
-        return EncodedBatch(indexes=indexes, targets=targets, feats=self.encode_crops(crops))
+        return EncodedBatch(indexes=indexes, targets=targets,
+                            feats=self.encode_crops(self.online_crops(crops)))
+
+    def online_crops(self, crops: list[Tensor]) -> list[Tensor]:
+        """The crops the online backbone encodes: all of them; MoCo v1/v2 keep the query view."""
+        return crops
 
     # ------------------------------------------------------------------------------------------
     # training
@@ -180,8 +173,9 @@ class BaseMethod(pl.LightningModule):
         encoded = self.encode_batch(batch)
         loss, logs = self.ssl_loss(encoded)
 
-        large = torch.cat(encoded.feats[: self.num_large_crops])
-        targets = encoded.targets.repeat(self.num_large_crops)
+        large_feats = encoded.feats[: self.num_large_crops]
+        large = torch.cat(large_feats)
+        targets = encoded.targets.repeat(len(large_feats))
         probe_loss, probe_logs = self.classifier.loss(large, targets)
         extra_loss, extra_logs = self.extra_training_losses(encoded)
         logs = {**{f"train_{k}": v for k, v in logs.items()}, "train_probe_loss": probe_logs["loss"],

@@ -38,8 +38,7 @@ class MoCoV2Plus(MomentumMethod):
     def __init__(self, cfg, backbone: nn.Module | None = None) -> None:
         super().__init__(cfg, backbone)
         k = self.kwargs
-        if self.num_large_crops != 2:
-            raise ValueError(f"mocov2plus needs exactly 2 large crops, got {self.num_large_crops}")
+        self.require_crops(large=2)
         self.projector = mlp(self.num_features, k.proj_hidden_dim, k.proj_output_dim, batch_norm=False)
         self.momentum_projector = self.momentum_copy("projector")
         # one queue of keys per view, (2, D, K) as solo-learn's

@@ -71,16 +71,20 @@ class MomentumMethod(BaseMethod):
         encoded = super().encode_batch(batch)
         with torch.no_grad():
             # the momentum backbone sees the large crops only (small crops are student-only)
-            encoded.momentum_feats = self.encode_crops(batch[1][: self.num_large_crops],
-                                                       self.momentum_backbone)
+            encoded.momentum_feats = self.encode_momentum(batch[1][: self.num_large_crops])
         return encoded
+
+    def encode_momentum(self, crops: list[Tensor]) -> list[Tensor]:
+        """Momentum-backbone features (no gradient) of the large crops; a method overrides it to
+        encode fewer of them or to shuffle the batch first (MoCo's Shuffle BN)."""
+        return self.encode_crops(crops, self.momentum_backbone)
 
     def extra_training_losses(self, encoded: EncodedBatch) -> tuple[Tensor | float, dict[str, Tensor]]:
         if self.momentum_classifier is None:
             return 0.0, {}
         feats = torch.cat(encoded.momentum_feats)
-        loss, logs = self.momentum_classifier.loss(feats,
-                                                   encoded.targets.repeat(self.num_large_crops))
+        loss, logs = self.momentum_classifier.loss(
+            feats, encoded.targets.repeat(len(encoded.momentum_feats)))
         return loss, {f"train_momentum_{k}": v for k, v in logs.items()}
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int,

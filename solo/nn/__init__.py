@@ -1,8 +1,12 @@
-"""Heads, the online linear probe, the weighted kNN classifier and the feature queue."""
+"""Heads, normalization layers, the online linear probe, the weighted kNN classifier and the
+feature queue."""
 
 from solo.nn.heads import mlp
+from solo.nn.iternorm import IterNorm
 from solo.nn.knn import WeightedKNN
 from solo.nn.probe import OnlineProbe
-from solo.nn.queue import FeatureQueue
+from solo.nn.queue import FeatureQueue, nearest_neighbours
+from solo.nn.split_batchnorm import SplitBatchNorm2d, convert_split_batchnorm
 
-__all__ = ["mlp", "FeatureQueue", "WeightedKNN", "OnlineProbe"]
+__all__ = ["mlp", "IterNorm", "SplitBatchNorm2d", "convert_split_batchnorm", "FeatureQueue",
+           "nearest_neighbours", "WeightedKNN", "OnlineProbe"]

@@ -83,3 +83,25 @@ def gather_padded(x: Tensor, fill: float) -> Tensor:
     if padding:
         x = torch.cat([x, x.new_full((padding, *x.shape[1:]), fill)])
     return gather_no_grad(x)
+
+
+@torch.no_grad()
+def batch_shuffle(x: Tensor) -> tuple[Tensor, Tensor]:
+    """MoCo's Shuffle BN (arXiv:1911.05722, section 3.3): this process's share of the global batch
+    after a random permutation drawn on rank 0, and the index that undoes it (for
+    ``batch_unshuffle``). On one process a local permutation (it matters only with split BN).
+    Every process must pass a batch of the same size."""
+    gathered = gather_no_grad(x)
+    permutation = torch.randperm(len(gathered), device=x.device)
+    if world_size() > 1:
+        dist.broadcast(permutation, src=0)
+    mine = permutation.view(world_size(), -1)[rank()]
+    return gathered[mine], torch.argsort(permutation)
+
+
+@torch.no_grad()
+def batch_unshuffle(x: Tensor, unshuffle: Tensor) -> Tensor:
+    """The rows of ``batch_shuffle``'s output (or of anything computed row by row from it) back
+    on the process, and at the position, where their inputs started."""
+    gathered = gather_no_grad(x)
+    return gathered[unshuffle.view(world_size(), -1)[rank()]]

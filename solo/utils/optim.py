@@ -75,20 +75,22 @@ class GroupOptions:
     optimizer's). ``fixed_lr`` keeps the group at its starting lr whatever the scheduler does
     (SimSiam's predictor, solo-learn's ``static_lr``). ``lars_adaptation: False`` gives the group
     plain SGD steps under LARS (with its weight decay). ``weight_decay`` overrides
-    ``optimizer.weight_decay`` (0: none).
+    ``optimizer.weight_decay`` (0: none). ``scaled: False`` takes ``lr`` as the run's lr, not
+    scaled with the batch or gradient accumulation (solo-learn's All4One transformer: 0.1).
     """
 
     lr: Optional[float] = None
     fixed_lr: bool = False
     lars_adaptation: bool = True
     weight_decay: Optional[float] = None
+    scaled: bool = True
 
     def group_keys(self, scale_lr: Callable[[float], float]) -> dict[str, Any]:
         """The keys these options add to a param group; ``scale_lr`` maps a base lr to the
         run's."""
         keys: dict[str, Any] = {}
         if self.lr is not None:
-            keys["lr"] = scale_lr(self.lr)
+            keys["lr"] = scale_lr(self.lr) if self.scaled else self.lr
         if self.weight_decay is not None:
             keys["weight_decay"] = self.weight_decay
         if not self.lars_adaptation:

@@ -68,3 +68,24 @@ def split_official(checkpoint: Mapping[str, Any]) -> OfficialCheckpoint | None:
             method = "mocov2" if "fc.0.weight" in weights else "mocov1"
         return OfficialCheckpoint(layout.source_format, method, dict(state), weights)
     return None
+
+
+# official MoCo v1/v2 module -> the module of our mocov1 / mocov2 methods (first match wins)
+_MOCO_MODULES = (("encoder_q.fc.", "projector."), ("encoder_q.", "backbone."),
+                 ("encoder_k.fc.", "momentum_projector."), ("encoder_k.", "momentum_backbone."),
+                 ("queue", "queue"))
+
+
+def moco_method_state_dict(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """An official MoCo v1/v2 ``state_dict`` (with or without DDP's ``module.``) in the keys of
+    our mocov1 / mocov2 methods, whole: the query encoder's ResNet and fc (v1's Linear, v2's
+    ``fc.0``/``fc.2`` MLP) become backbone and projector, the key encoder's their momentum
+    copies, ``queue`` (dim, K) and ``queue_ptr`` stay. Only our online probes are not in it."""
+    converted = {}
+    for key, value in state.items():
+        key = key[len("module."):] if key.startswith("module.") else key
+        for old, new in _MOCO_MODULES:
+            if key.startswith(old):
+                converted[new + key[len(old):]] = value
+                break
+    return converted

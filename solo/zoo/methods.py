@@ -34,7 +34,7 @@ def rebuild_method(pretrained: Pretrained) -> BaseMethod:
 def load_method(path: str | os.PathLike) -> BaseMethod:
     """Every weight of a pretraining checkpoint, ours or solo-learn's, in our method class, loaded
     strictly (a layout that does not fit fails listing the keys); in eval mode."""
-    from solo.methods.base import upgrade_state_dict
+    from solo.methods.state_dict import upgrade_state_dict
 
     pretrained = load_pretrained(path)
     model = rebuild_method(pretrained)

@@ -26,7 +26,7 @@ class LossRecorder(pl.Callback):
         self.losses.append(float(trainer.callback_metrics["train_loss_step"]))  # SSL loss only
 
 
-def fit(cfg, max_epochs: int, batches: int, callbacks=(), model=None,
+def fit(cfg, max_epochs: int, batches: int, callbacks=(), model=None, ckpt_path: str | None = None,
         **extra) -> tuple[pl.LightningModule, pl.Trainer]:
     pl.seed_everything(0, verbose=False)
     model = model or METHODS.get(cfg.method)(cfg)
@@ -34,18 +34,21 @@ def fit(cfg, max_epochs: int, batches: int, callbacks=(), model=None,
               "limit_val_batches": 0, "logger": False, "enable_progress_bar": False,
               "enable_model_summary": False, **extra}
     trainer = pl.Trainer(callbacks=list(callbacks), **kwargs)
-    trainer.fit(model, datamodule=build_pipeline(cfg))
+    trainer.fit(model, datamodule=build_pipeline(cfg), ckpt_path=ckpt_path)
     return model, trainer
 
 
 def held_out_batch(cfg, folder: Path, size: int, seed: int) -> tuple:
-    """A fixed batch of augmented views of test images, drawn with the config's own recipe."""
+    """A fixed batch of augmented views of test images, drawn with the config's own recipe, and
+    their labels (the ImageFolder class of each: SupCon's positives; the others ignore them)."""
     images = sorted(folder.rglob("*.jpg"))[seed::50][:size]
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    labels = torch.tensor([classes.index(p.parent.name) for p in images])
     transform = MultiCropTransform(cfg.augmentations)
     torch.manual_seed(seed)
     views = [transform(Image.open(p).convert("RGB")) for p in images]
     crops = [torch.stack([v[i] for v in views]) for i in range(len(views[0]))]
-    return torch.arange(size), crops, torch.full((size,), -1)
+    return torch.arange(size), crops, labels
 
 
 def held_out_ssl_loss(model, batch, negatives) -> float:
@@ -55,16 +58,25 @@ def held_out_ssl_loss(model, batch, negatives) -> float:
     with torch.no_grad():
         if model.queues:
             model.ssl_loss(model.encode_batch(negatives))
-        loss, _ = model.ssl_loss(model.encode_batch(batch))
-    return float(loss)
+        loss, logs = model.ssl_loss(model.encode_batch(batch))
+    # a cross-entropy to a target that a few steps barely move (ReSSL's momentum relation) is
+    # measured above its floor, the target's entropy
+    return float(loss - logs.get("target_entropy", 0.0))
 
 
 def recipe(method: str, data_root: Path, extra: list[str] | None = None):
-    """The shipped config on the CPU; a queue, if the method has one, of 32 keys."""
+    """The shipped config on the CPU; a queue, if the method has one, of 32 keys; split batch
+    norm, if on, in 2 sub-batches of 8 (MoCo's 8 splits of 512 would leave 2 images a split)."""
     cfg = shipped_config(method, data_root, extra)
-    if getattr(cfg.method_kwargs, "queue_size", None) is None:
-        return cfg
-    return shipped_config(method, data_root, (extra or []) + ["++method_kwargs.queue_size=32"])
+    small = []
+    if getattr(cfg.method_kwargs, "queue_size", None) is not None:
+        small.append("++method_kwargs.queue_size=32")
+    if getattr(cfg.method_kwargs, "split_bn", 1) > 1:
+        small.append("++method_kwargs.split_bn=2")
+    if getattr(cfg.method_kwargs, "whitening_size", None) is not None:
+        # W-MSE whitens the batch of 16 whole: a width of 8 keeps its covariance invertible
+        small += ["++method_kwargs.whitening_size=16", "++method_kwargs.proj_output_dim=8"]
+    return shipped_config(method, data_root, (extra or []) + small) if small else cfg
 
 
 class FixedViews(pl.LightningDataModule):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from solo.methods import METHODS
-from solo.methods.base import upgrade_state_dict
+from solo.methods.state_dict import upgrade_state_dict
 from tests.helpers import shipped_config
 from tests.solo_learn import solo_learn_model
 

@@ -62,3 +62,14 @@ def test_two_processes_write_the_same_queue_as_one_with_both_batches() -> None:
     for state in results:  # rank order, and every process holds the whole queue
         for key, value in owner.state_dict().items():
             assert torch.equal(state[key], value), key
+
+
+def test_dataset_indexes_and_the_label_accuracy_of_neighbours() -> None:
+    owner = nn.Module()
+    queue = FeatureQueue(owner, size=4, dim=2, labels=True, indexes=True)
+    assert set(owner.state_dict()) == {"queue", "queue_y", "queue_index", "queue_ptr"}
+    queue.push(torch.ones(2, 2), torch.tensor([5, 6]), torch.tensor([100, 101]))
+    assert queue.indexes.tolist() == [100, 101, -1, -1]
+    # slot 0 holds label 5, slot 1 label 6: one of the two neighbours shares its image's label
+    accuracy = queue.label_accuracy(torch.tensor([0, 1]), torch.tensor([5, 7]))
+    assert accuracy == 0.5

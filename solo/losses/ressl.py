@@ -1,0 +1,41 @@
+"""ReSSL's relational loss: "ReSSL: Relational Self-Supervised Learning with Weak Augmentation",
+arXiv:2107.09282."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from solo.utils.precision import full_float32
+
+
+def ressl_loss(query: Tensor, key: Tensor, queue: Tensor, temperature_q: float = 0.1,
+               temperature_k: float = 0.04) -> Tensor:
+    """Cross-entropy between the key's relation to the queue (the target) and the query's.
+
+    query (B, D) comes from the online network on the strong view, key (B, D) from the momentum
+    network on the weak view; both are L2-normalized here and the key is detached. queue (K, D)
+    holds past keys, already normalized, one per row. With p_k = softmax(k queue^T / T_k) and
+    p_q = softmax(q queue^T / T_q), the loss is -sum_j p_k[j] log p_q[j], averaged over the batch;
+    T_k < T_q sharpens the target.
+    """
+    # float32: similarities over T = 0.04 overflow and lose digits in half precision
+    q = F.normalize(query.float(), dim=-1)
+    k = F.normalize(key.detach().float(), dim=-1)
+    queue = queue.detach().float()
+    with full_float32(q.device.type):
+        logits_q = q @ queue.T / temperature_q  # (B, K)
+        logits_k = k @ queue.T / temperature_k
+    target = logits_k.softmax(dim=1)
+    return -(target * logits_q.log_softmax(dim=1)).sum(dim=1).mean()
+
+
+@torch.no_grad()
+def relation_entropy(key: Tensor, queue: Tensor, temperature_k: float = 0.04) -> Tensor:
+    """The mean entropy of the key's relation to the queue (ReSSL's target): the floor of
+    ``ressl_loss``, which exceeds it by the KL divergence from the target to the prediction."""
+    k = F.normalize(key.float(), dim=-1)
+    with full_float32(k.device.type):
+        log_target = (k @ queue.float().T / temperature_k).log_softmax(dim=1)
+    return -(log_target.exp() * log_target).sum(dim=1).mean()

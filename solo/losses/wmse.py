@@ -1,0 +1,62 @@
+"""W-MSE: "Whitening for Self-Supervised Representation Learning" (Ermolov et al.),
+arXiv:2007.06346.
+
+The views' embeddings are whitened (Cholesky) in random sub-batches, which scatters them
+without negatives; then every pair of views is pulled together by the MSE of the L2-normalized
+whitened embeddings, 2 - 2 cos. Per process, as the paper and solo-learn.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def whiten(x: Tensor, eps: float = 0.0) -> Tensor:
+    """x (N, D) centred and multiplied by L^-T, L the Cholesky factor of its unbiased covariance
+    shrunk towards the identity, (1 - eps) cov + eps I: the result has that covariance's inverse
+    applied, so its own covariance is I when eps is 0. In float32 whatever x's dtype."""
+    x = x.float()
+    with torch.autocast(x.device.type, enabled=False):
+        x = x - x.mean(dim=0)
+        eye = torch.eye(x.size(1), device=x.device)
+        cov = (1 - eps) * (x.T @ x) / (x.size(0) - 1) + eps * eye
+        factor, info = torch.linalg.cholesky_ex(cov)  # no host sync on a GPU
+        # checked on CPU tensors only (a GPU would stall on the check); there a failure is NaNs
+        if not x.is_cuda and bool(info):
+            raise ValueError(f"whiten: the covariance of {x.size(0)} embeddings of width "
+                             f"{x.size(1)} is singular; whitening_size must exceed the width, or "
+                             "set whitening_eps > 0")
+        return torch.linalg.solve_triangular(factor, x.T, upper=False).T
+
+
+def normalized_mse(a: Tensor, b: Tensor) -> Tensor:
+    """Mean over rows of |a/|a| - b/|b||^2 = 2 - 2 cos(a, b), with b detached: solo-learn's
+    loss (its default ``simplified`` form) sends the gradient through the first view only."""
+    return 2 - 2 * (F.normalize(a, dim=-1) * F.normalize(b.detach(), dim=-1)).sum(dim=-1).mean()
+
+
+def wmse_loss(views: list[Tensor], whitening_size: int, whitening_iters: int = 1,
+              whitening_eps: float = 0.0) -> Tensor:
+    """W-MSE over every pair (i < j) of ``views`` (each (B, D), rows aligned by image).
+
+    ``whitening_iters`` times, the B rows are split by a random permutation into sub-batches of
+    ``whitening_size``; each view's rows of a sub-batch are whitened together, and the loss is
+    the mean of ``normalized_mse`` over iterations, sub-batches and pairs (equal to solo-learn's
+    mean over iterations and pairs of the whole-batch loss). B must be a multiple of
+    ``whitening_size``.
+    """
+    batch = views[0].size(0)
+    if batch % whitening_size:
+        raise ValueError(f"wmse: the batch of {batch} per process is not a multiple of "
+                         f"method_kwargs.whitening_size={whitening_size}")
+    total, count = views[0].new_zeros(()).float(), 0
+    for _ in range(whitening_iters):
+        for rows in torch.randperm(batch, device=views[0].device).view(-1, whitening_size):
+            whitened = [whiten(v[rows], whitening_eps) for v in views]
+            for i in range(len(views)):
+                for j in range(i + 1, len(views)):
+                    total = total + normalized_mse(whitened[i], whitened[j])
+                    count += 1
+    return total / count
