@@ -214,6 +214,27 @@ def test_two_process_ddp_run_shares_one_run_and_gathers_keys(cifar_mini: Path, t
     assert checkpoint["global_step"] == 4 and int(checkpoint["state_dict"]["queue_ptr"]) == 128
 
 
+@pytest.mark.parametrize("recipe, method", [("mocov1.yaml", "mocov1"),  # Shuffle BN across ranks
+                                            ("barlow.yaml", "barlow_twins"),  # summed correlation
+                                            ("nnclr.yaml", "nnclr")])  # gathered predictions
+def test_two_process_ddp_runs_of_methods_that_talk_across_processes(
+        recipe: str, method: str, cifar_mini: Path, tmp_path: Path) -> None:
+    cmd = command(ROOT / "scripts" / "pretrain" / "cifar",
+                  *fast(cifar_mini, tmp_path / "ckpt", epochs=1, batches=2),
+                  "++devices=2", "++strategy=ddp", "++precision=32")
+    cmd[cmd.index("byol.yaml")] = recipe
+    result = run(cmd, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir, = (tmp_path / "ckpt" / method).iterdir()
+    checkpoint = torch.load(next(run_dir.glob("*-ep=0.ckpt")), map_location="cpu",
+                            weights_only=False)
+    assert checkpoint["global_step"] == 2
+    state = checkpoint["state_dict"]
+    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+    if "queue_ptr" in state:  # 2 steps x 16 keys per process x 2 processes
+        assert int(state["queue_ptr"]) == 64
+
+
 def test_wandb_offline_needs_no_account(cifar_mini: Path, tmp_path: Path) -> None:
     pytest.importorskip("wandb")  # the optional `wandb` extra
     cmd = command(ROOT / "scripts" / "pretrain" / "cifar", *fast(cifar_mini, tmp_path / "ckpt"),
