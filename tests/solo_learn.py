@@ -28,6 +28,38 @@ hydra:
     dir: .
 """
 
+
+def asymmetric_groups(crop: int = 32, blur: tuple[float, float] = (0.0, 0.0)) -> str:
+    """solo-learn's augmentations/asymmetric.yaml (BYOL's two views) at ``crop`` pixels, with
+    the two views' blur probabilities (its CIFAR file: none; ImageNet-100's: 1.0 and 0.1)."""
+    group = """\
+- rrc:
+    enabled: True
+    crop_min_scale: 0.08
+    crop_max_scale: 1.0
+  color_jitter:
+    prob: 0.8
+    brightness: 0.4
+    contrast: 0.4
+    saturation: 0.2
+    hue: 0.1
+  grayscale:
+    prob: 0.2
+  gaussian_blur:
+    prob: {blur}
+  solarization:
+    prob: {solarization}
+  equalization:
+    prob: 0.0
+  horizontal_flip:
+    prob: 0.5
+  crop_size: {crop}
+  num_crops: 1
+"""
+    return (group.format(blur=blur[0], solarization=0.0, crop=crop) + "\n"
+            + group.format(blur=blur[1], solarization=0.2, crop=crop))
+
+
 # the recipes of solo-learn's scripts/pretrain/cifar YAMLs, small heads for speed
 METHOD_KWARGS = {
     "byol": {"proj_hidden_dim": 64, "proj_output_dim": 32, "pred_hidden_dim": 48},

@@ -14,24 +14,13 @@ import pytest
 import torch
 
 from solo.methods import BYOL
+from tests.solo_learn import YAML_HEADER, asymmetric_groups
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 # solo-learn's CIFAR BYOL experiment, key for key (its GPU/DDP/fp16 settings included)
-SOLO_LEARN_BYOL = """\
-defaults:
-  - _self_
-  - augmentations: asymmetric.yaml
-  - wandb: private.yaml
-  - override hydra/hydra_logging: disabled
-  - override hydra/job_logging: disabled
-
-hydra:
-  output_subdir: null
-  run:
-    dir: .
-
+SOLO_LEARN_BYOL = YAML_HEADER.format(augmentations="asymmetric.yaml") + """
 name: "byol-cifar10"
 method: "byol"
 backbone:
@@ -75,30 +64,6 @@ accelerator: "gpu"
 strategy: "ddp"
 precision: 16
 """
-VIEW = """\
-- rrc:
-    enabled: True
-    crop_min_scale: 0.08
-    crop_max_scale: 1.0
-  color_jitter:
-    prob: 0.8
-    brightness: 0.4
-    contrast: 0.4
-    saturation: 0.2
-    hue: 0.1
-  grayscale:
-    prob: 0.2
-  gaussian_blur:
-    prob: 0.0
-  solarization:
-    prob: {solarization}
-  equalization:
-    prob: 0.0
-  horizontal_flip:
-    prob: 0.5
-  crop_size: 32
-  num_crops: 1
-"""
 SOLO_LEARN_WANDB = 'enabled: True\nentity: None\nproject: "solo-learn"\n'
 
 
@@ -106,8 +71,7 @@ def write_solo_learn_configs(folder: Path) -> Path:
     (folder / "augmentations").mkdir(parents=True)
     (folder / "wandb").mkdir()
     (folder / "byol.yaml").write_text(SOLO_LEARN_BYOL)
-    (folder / "augmentations" / "asymmetric.yaml").write_text(
-        VIEW.format(solarization=0.0) + "\n" + VIEW.format(solarization=0.2))
+    (folder / "augmentations" / "asymmetric.yaml").write_text(asymmetric_groups())
     (folder / "wandb" / "private.yaml").write_text(SOLO_LEARN_WANDB)
     return folder
 

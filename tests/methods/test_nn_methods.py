@@ -23,7 +23,7 @@ from solo.nn import nearest_neighbours
 from solo.methods import METHODS, EncodedBatch
 from solo.pretrain import trainer_kwargs
 from tests.helpers import shipped_config
-from tests.solo_learn import YAML_HEADER, resnet18_cifar
+from tests.solo_learn import YAML_HEADER, asymmetric_groups, resnet18_cifar
 from tests.test_solo_learn_yamls import compose_and_parse
 
 HEADS = ["++method_kwargs.proj_hidden_dim=32", "++method_kwargs.pred_hidden_dim=24",
@@ -260,35 +260,6 @@ def test_solo_learn_state_dict_loads_whole(method: str, cifar_mini: Path) -> Non
 # ----------------------------------------------------------------------------------------------
 # solo-learn's YAMLs, as it ships them (only the data paths and devices are overridden)
 # ----------------------------------------------------------------------------------------------
-def asymmetric(crop: int, blur: tuple[float, float]) -> str:
-    group = """\
-- rrc:
-    enabled: True
-    crop_min_scale: 0.08
-    crop_max_scale: 1.0
-  color_jitter:
-    prob: 0.8
-    brightness: 0.4
-    contrast: 0.4
-    saturation: 0.2
-    hue: 0.1
-  grayscale:
-    prob: 0.2
-  gaussian_blur:
-    prob: {blur}
-  solarization:
-    prob: {solarization}
-  equalization:
-    prob: 0.0
-  horizontal_flip:
-    prob: 0.5
-  crop_size: {crop}
-  num_crops: 1
-"""
-    return (group.format(blur=blur[0], solarization=0.0, crop=crop) + "\n"
-            + group.format(blur=blur[1], solarization=0.2, crop=crop))
-
-
 BODY = """\
 name: "{name}"
 method: "{method}"
@@ -360,7 +331,7 @@ def test_solo_learn_yaml(method: str, folder: str, tmp_path: Path, cifar_mini: P
     (root / "augmentations").mkdir(parents=True)
     (root / "wandb").mkdir()
     crop, blur = (32, (0.0, 0.0)) if folder == "cifar" else (224, (1.0, 0.1))
-    (root / "augmentations" / "asymmetric.yaml").write_text(asymmetric(crop, blur))
+    (root / "augmentations" / "asymmetric.yaml").write_text(asymmetric_groups(crop, blur))
     (root / "wandb" / "private.yaml").write_text('enabled: False\nentity: None\n'
                                                  'project: "solo-learn"\n')
     (root / f"{method}.yaml").write_text(YAML_HEADER.format(augmentations="asymmetric.yaml") + "\n" + BODY.format(method=method, kwargs=KWARGS[method],
