@@ -11,8 +11,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from solo.losses.vicreg import invariance_loss, off_diagonal, variance_loss
-from solo.utils.distributed import gather_with_grad
+from solo.losses.vicreg import off_diagonal, vicreg_loss
 
 
 def normalized_covariance_loss(z: Tensor) -> Tensor:
@@ -25,11 +24,8 @@ def normalized_covariance_loss(z: Tensor) -> Tensor:
 
 def vibcreg_loss(z1: Tensor, z2: Tensor, sim_loss_weight: float = 25.0,
                  var_loss_weight: float = 25.0, cov_loss_weight: float = 200.0) -> Tensor:
-    """The weighted sum of invariance, variance and normalized covariance (the last two summed
-    over both views). Every process must pass the same B."""
-    z1, z2 = z1.float(), z2.float()
-    sim = invariance_loss(z1, z2)
-    z1, z2 = gather_with_grad(z1), gather_with_grad(z2)  # (world * B, D)
-    var = variance_loss(z1) + variance_loss(z2)
-    cov = normalized_covariance_loss(z1) + normalized_covariance_loss(z2)
-    return sim_loss_weight * sim + var_loss_weight * var + cov_loss_weight * cov
+    """VICReg's loss with the normalized covariance (invariance on this process's batch; variance
+    and covariance over every process's, summed over both views). Every process must pass the
+    same B."""
+    return vicreg_loss(z1, z2, sim_loss_weight, var_loss_weight, cov_loss_weight,
+                       covariance=normalized_covariance_loss)

@@ -8,6 +8,8 @@ keeping every feature's standard deviation above 1) and covariance (off-diagonal
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -41,12 +43,14 @@ def covariance_loss(z: Tensor) -> Tensor:
 
 
 def vicreg_loss(z1: Tensor, z2: Tensor, sim_loss_weight: float = 25.0,
-                var_loss_weight: float = 25.0, cov_loss_weight: float = 1.0) -> Tensor:
-    """The weighted sum of the three terms, variance and covariance summed over both views.
-    Every process must pass the same B (the gather needs equal shapes)."""
+                var_loss_weight: float = 25.0, cov_loss_weight: float = 1.0,
+                covariance: Callable[[Tensor], Tensor] = covariance_loss) -> Tensor:
+    """The weighted sum of the three terms, variance and ``covariance`` summed over both views
+    (VIbCReg passes its normalized covariance). Every process must pass the same B (the gather
+    needs equal shapes)."""
     z1, z2 = z1.float(), z2.float()
     sim = invariance_loss(z1, z2)
     z1, z2 = gather_with_grad(z1), gather_with_grad(z2)  # (world * B, D)
     var = variance_loss(z1) + variance_loss(z2)
-    cov = covariance_loss(z1) + covariance_loss(z2)
+    cov = covariance(z1) + covariance(z2)
     return sim_loss_weight * sim + var_loss_weight * var + cov_loss_weight * cov

@@ -9,8 +9,9 @@ whitened embeddings, 2 - 2 cos. Per process, as the paper and solo-learn.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from solo.losses.byol import byol_loss
 
 
 def whiten(x: Tensor, eps: float = 0.0) -> Tensor:
@@ -31,21 +32,16 @@ def whiten(x: Tensor, eps: float = 0.0) -> Tensor:
         return torch.linalg.solve_triangular(factor, x.T, upper=False).T
 
 
-def normalized_mse(a: Tensor, b: Tensor) -> Tensor:
-    """Mean over rows of |a/|a| - b/|b||^2 = 2 - 2 cos(a, b), with b detached: solo-learn's
-    loss (its default ``simplified`` form) sends the gradient through the first view only."""
-    return 2 - 2 * (F.normalize(a, dim=-1) * F.normalize(b.detach(), dim=-1)).sum(dim=-1).mean()
-
-
 def wmse_loss(views: list[Tensor], whitening_size: int, whitening_iters: int = 1,
               whitening_eps: float = 0.0) -> Tensor:
     """W-MSE over every pair (i < j) of ``views`` (each (B, D), rows aligned by image).
 
     ``whitening_iters`` times, the B rows are split by a random permutation into sub-batches of
     ``whitening_size``; each view's rows of a sub-batch are whitened together, and the loss is
-    the mean of ``normalized_mse`` over iterations, sub-batches and pairs (equal to solo-learn's
-    mean over iterations and pairs of the whole-batch loss). B must be a multiple of
-    ``whitening_size``.
+    the mean over iterations, sub-batches and pairs of the normalized MSE of the whitened rows,
+    ``byol_loss`` (2 - 2 cos, the second view detached: solo-learn's default ``simplified``
+    loss sends the gradient through the first view only), equal to solo-learn's mean over
+    iterations and pairs of the whole-batch loss. B must be a multiple of ``whitening_size``.
     """
     batch = views[0].size(0)
     if batch % whitening_size:
@@ -57,6 +53,6 @@ def wmse_loss(views: list[Tensor], whitening_size: int, whitening_iters: int = 1
             whitened = [whiten(v[rows], whitening_eps) for v in views]
             for i in range(len(views)):
                 for j in range(i + 1, len(views)):
-                    total = total + normalized_mse(whitened[i], whitened[j])
+                    total = total + byol_loss(whitened[i], whitened[j])
                     count += 1
     return total / count
