@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from solo.config import check_positive
-from solo.losses import relation_entropy, ressl_loss
+from solo.losses.ressl import key_relation, relation_cross_entropy, relation_entropy_of
 from solo.methods.base import EncodedBatch
 from solo.methods.momentum import MomentumMethod
 from solo.methods.registry import METHODS
@@ -56,8 +56,9 @@ class ReSSL(MomentumMethod):
         key = F.normalize(self.momentum_projector(batch.momentum_feats[1]), dim=-1)  # the weak one
         queue = self.key_queue.rows()  # (K, D), before this step's keys join it
         k = self.kwargs
-        loss = ressl_loss(query, key, queue, k.temperature_q, k.temperature_k)
+        log_target = key_relation(key, queue, k.temperature_k)  # once, for the loss and the log
+        loss = relation_cross_entropy(query, queue, log_target, k.temperature_q)
         # the loss's floor: how sharp the target is (logged; near log K means uniform)
-        target_entropy = relation_entropy(key, queue, k.temperature_k)
+        target_entropy = relation_entropy_of(log_target)
         self.key_queue.push(key)
         return loss, {"target_entropy": target_entropy}
