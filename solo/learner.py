@@ -17,7 +17,7 @@ from solo.config import ConfigError, ExperimentConfig, parse_config
 from solo.data.batch_augment import BatchMultiCrop
 from solo.data.recipes import default_augmentations, two_views
 from solo.methods import METHODS, BaseMethod, MomentumMethod
-from solo.utils.distributed import rank
+from solo.utils.distributed import gathered_rows
 from solo.utils.registry import did_you_mean
 
 LayerRef = Union[str, int, None]
@@ -230,7 +230,7 @@ class Learner(nn.Module):
             raise ValueError(f"images must be a batch (B, 3, H, W), got {tuple(images.shape)}")
         batch = len(images)
         # ids unique across processes: SimCLR's loss gathers them to find each view's positives
-        indexes = torch.arange(batch, device=images.device) + rank() * batch
+        indexes = gathered_rows(batch, images.device)
         targets = torch.full((batch,), -1, device=images.device)  # unlabelled
         encoded = self.method.encode_batch((indexes, self.views(images), targets))
         loss, _ = self.method.ssl_loss(encoded)

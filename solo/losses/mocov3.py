@@ -3,11 +3,10 @@ Transformers", arXiv:2104.02057."""
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from solo.utils.distributed import gather_no_grad, rank
+from solo.utils.distributed import gather_no_grad, gathered_rows
 from solo.utils.precision import full_float32
 
 
@@ -27,5 +26,5 @@ def mocov3_loss(query: Tensor, key: Tensor, temperature: float = 0.2) -> Tensor:
     k = gather_no_grad(F.normalize(key.detach().float(), dim=-1))  # (world * B, D)
     with full_float32(q.device.type):
         logits = q @ k.T / temperature  # (B, world * B)
-    positives = torch.arange(q.size(0), device=q.device) + rank() * q.size(0)
+    positives = gathered_rows(q.size(0), q.device)
     return F.cross_entropy(logits, positives) * (2 * temperature)

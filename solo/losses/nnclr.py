@@ -8,11 +8,10 @@ from every process (with gradient) and the neighbours stay local.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from solo.utils.distributed import gather_with_grad, rank
+from solo.utils.distributed import gather_with_grad, gathered_rows
 from solo.utils.precision import full_float32
 
 
@@ -32,5 +31,5 @@ def nnclr_loss(nn: Tensor, p: Tensor, temperature: float = 0.1) -> Tensor:
     with full_float32(nn.device.type):
         logits = nn @ all_p.T / temperature  # (B, world * B)
     # this process's predictions sit at [rank * B, (rank + 1) * B) of the gathered tensor
-    targets = torch.arange(len(nn), device=nn.device) + rank() * len(nn)
+    targets = gathered_rows(len(nn), nn.device)
     return F.cross_entropy(logits, targets)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from solo.utils.distributed import gather_no_grad, gather_with_grad, rank
+from solo.utils.distributed import gather_no_grad, gather_with_grad, gathered_rows
 from solo.utils.precision import full_float32
 
 
@@ -35,7 +35,7 @@ def nt_xent_loss(z: Tensor, indexes: Tensor, temperature: float = 0.1) -> Tensor
     with full_float32(z.device.type):
         logits = z @ all_z.T / temperature  # (N, world * N)
     # this process's rows sit at [rank * n, (rank + 1) * n) of the gathered tensor
-    self_column = torch.arange(n, device=z.device) + rank() * n
+    self_column = gathered_rows(n, z.device)
     is_self = torch.zeros_like(logits, dtype=torch.bool)
     is_self[torch.arange(n, device=z.device), self_column] = True
     is_positive = (indexes[:, None] == all_indexes[None, :]) & ~is_self

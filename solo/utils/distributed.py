@@ -22,6 +22,13 @@ def world_size() -> int:
     return dist.get_world_size() if _is_distributed() else 1
 
 
+def gathered_rows(n: int, device: torch.device) -> Tensor:
+    """(n,) positions of this process's n rows in a tensor gathered along dim 0 from every
+    process in rank order (every process passing n rows): its own images' columns in a
+    similarity to gathered candidates, or its images' ids in the global batch."""
+    return torch.arange(n, device=device) + rank() * n
+
+
 def gather_with_grad(x: Tensor) -> Tensor:
     """Concatenate ``x`` from every process along dim 0, in rank order, keeping gradients.
 
