@@ -217,6 +217,9 @@ class OptimizerConfig:
     classifier_lr: float = 0.1  # online linear probe, also scaled; no weight decay
     kwargs: dict = field(default_factory=dict)  # optimizer-specific (momentum, eta, betas, ...)
     exclude_bias_n_norm_wd: bool = False  # no weight decay on biases and norm parameters
+    # when set, the weight decay follows a per-step cosine from weight_decay to this value (DINO's
+    # ViT recipe: 0.04 -> 0.4); every group's own weight decay is scaled alike
+    weight_decay_end: Optional[float] = None
 
     def __post_init__(self) -> None:
         check(self.name in OPTIMIZERS, "name", f"'{self.name}' is not one of {OPTIMIZERS}"
@@ -224,6 +227,11 @@ class OptimizerConfig:
         check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         check_positive(self, "lr", "classifier_lr")
         check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        if self.weight_decay_end is not None:
+            check(self.weight_decay_end >= 0, "weight_decay_end",
+                  f"must be >= 0, got {self.weight_decay_end}")
+            check(self.weight_decay > 0, "weight_decay_end", "schedules the weight decay from "
+                  "optimizer.weight_decay, which is 0: set weight_decay > 0 or remove weight_decay_end")
 
 
 SCHEDULERS = ("warmup_cosine", "step", "exponential", "reduce", "none")

@@ -110,6 +110,11 @@ class DALILoader:
     def __len__(self) -> int:
         return len(self._iterator)
 
+    @property
+    def num_samples(self) -> int:
+        """Images of the whole split, all shards together."""
+        return len(self.targets)
+
     def __iter__(self) -> Iterator[tuple]:
         if self._in_epoch:
             for _ in self._epoch():  # the rest of the unfinished epoch

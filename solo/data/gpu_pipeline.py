@@ -80,6 +80,11 @@ class ResidentBatches:
         self.train, self.seed, self.epoch = train, seed, epoch
         self.rank, self.world_size, self.device = rank, world_size, device
 
+    @property
+    def num_samples(self) -> int:
+        """Items of the whole split, all processes together."""
+        return self.num_items
+
     def __len__(self) -> int:
         return batches_per_epoch(self.num_items, self.batch_size, self.train, self.world_size)
 
@@ -116,6 +121,7 @@ class StreamedBatches:
                  batch_size: int, train: bool, seed: int, epoch: Callable[[], int], rank: int,
                  world_size: int, num_workers: int, device: torch.device) -> None:
         self.make_batch, self.device = make_batch, device
+        self.num_samples = len(files)  # the whole split, all processes together
         sampler = _EpochBatchSampler(len(files), batch_size, train, seed, epoch, rank, world_size)
         self.loader = DataLoader(EncodedFiles(files), batch_sampler=sampler, num_workers=num_workers,
                                  collate_fn=collate_encoded, persistent_workers=num_workers > 0,

@@ -20,9 +20,10 @@ from solo.nn import FeatureQueue, OnlineProbe, WeightedKNN
 from solo.methods.state_dict import upgrade_state_dict
 from solo.utils.lightning_hooks import accumulation, log_host_values, with_schedule
 from solo.utils.distributed import gather_padded
-from solo.utils.optim import (GroupOptions, build_optimizer, param_groups, restore_fixed_lrs,
-                              scaled_lr)
+from solo.utils.optim import (GroupOptions, build_optimizer, clip_grad_per_parameter, param_groups,
+                              restore_fixed_lrs, scaled_lr, schedule_weight_decay)
 from solo.utils.precision import set_tf32
+from solo.utils.schedules import cosine_schedule
 
 
 @dataclass
@@ -88,6 +89,9 @@ class BaseMethod(pl.LightningModule):
         self.channels_last = False  # switched on in configure_model for GPUs
         self.queues: list[FeatureQueue] = []  # filled by add_queue
         self._optimizer_steps_seen = 0
+        self._frozen: list[tuple[nn.Module, int]] = []  # filled by freeze_for_epochs
+        # > 0: each parameter's gradient clipped to this L2 norm before every step (DINO)
+        self.clip_grad_per_parameter = 0.0
 
     def require_crops(self, large: int, *, small: Optional[int] = None,
                       at_least: bool = False) -> None:
@@ -254,6 +258,68 @@ class BaseMethod(pl.LightningModule):
     def lr_scheduler_step(self, scheduler: Any, metric: Any = None) -> None:
         scheduler.step() if metric is None else scheduler.step(metric)
         restore_fixed_lrs(scheduler.optimizer)
+
+    def freeze_for_epochs(self, module: nn.Module, epochs: int) -> None:
+        """Keep ``module`` unchanged during the first ``epochs`` epochs: its gradients are dropped
+        before every optimizer step, so the optimizer skips it (no update, no weight decay, no
+        momentum), as DINO does its last layer and SwAV its prototypes."""
+        if epochs > 0:
+            self._frozen.append((module, epochs))
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        # Lightning calls this after the backward passes and after AMP's unscaling
+        epoch = self.trainer.current_epoch
+        for module, epochs in self._frozen:
+            if epoch < epochs:
+                for param in module.parameters():
+                    param.grad = None
+        if self.clip_grad_per_parameter > 0:
+            clip_grad_per_parameter(self.parameters(), self.clip_grad_per_parameter)
+
+    # ------------------------------------------------------------------------------------------
+    # hyperparameters that follow a schedule of the optimizer step
+    # ------------------------------------------------------------------------------------------
+    @property
+    def total_steps(self) -> int:
+        """Optimizer steps of the whole run (1 outside a trainer)."""
+        if self._trainer is None:
+            return 1
+        return max(1, int(self.trainer.estimated_stepping_batches))
+
+    @property
+    def steps_per_epoch(self) -> float:
+        """Optimizer steps per epoch (a fraction under gradient accumulation of a short epoch)."""
+        max_epochs = max(1, self.trainer.max_epochs or 1) if self._trainer is not None else 1
+        return self.total_steps / max_epochs
+
+    def scheduled_values(self, step: int) -> dict[str, float]:
+        """Method attributes that follow a schedule: name -> value after ``step`` optimizer steps.
+        Before every training batch the base sets each as an attribute and logs it; computed from
+        the global step, a resumed run continues where it stopped. A method sets the step-0 values
+        in ``__init__`` too, for calls outside a trainer."""
+        return {}
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        step = self.trainer.global_step
+        values = self.scheduled_values(step)
+        for name, value in values.items():
+            setattr(self, name, value)
+        opt_cfg = self.cfg.optimizer
+        if opt_cfg.weight_decay_end is not None:
+            decay = cosine_schedule(step, self.total_steps, opt_cfg.weight_decay,
+                                    opt_cfg.weight_decay_end)
+            schedule_weight_decay(self.trainer.optimizers[0], decay / opt_cfg.weight_decay)
+            values = {**values, "weight_decay": decay}
+        if values:
+            log_host_values(self, values)
+
+    @property
+    def train_dataset_size(self) -> int:
+        """Training images of the whole dataset (all processes together), once fitting started:
+        what a memory bank indexed by dataset position needs."""
+        loader = self.trainer.train_dataloader
+        size = getattr(loader, "num_samples", None)  # solo's GPU and DALI loaders
+        return int(size) if size is not None else len(loader.dataset)
 
     # ------------------------------------------------------------------------------------------
     # after each optimizer step (EMA updates, prototype normalization)

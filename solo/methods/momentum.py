@@ -8,7 +8,6 @@ does not apply it several times per step, and is computed as one fused foreach l
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any, Mapping
 
 import torch
@@ -18,12 +17,12 @@ from solo.config import ExperimentConfig
 from solo.methods.base import BaseMethod, EncodedBatch
 from solo.nn import OnlineProbe
 from solo.utils.lightning_hooks import log_host_values
+from solo.utils.schedules import cosine_schedule
 
 
 def cosine_tau(step: int, total_steps: int, base_tau: float, final_tau: float) -> float:
     """EMA decay after ``step`` of ``total_steps`` optimizer steps: base_tau rising to final_tau."""
-    progress = min(step / max(total_steps, 1), 1.0)
-    return final_tau - (final_tau - base_tau) * (math.cos(math.pi * progress) + 1) / 2
+    return cosine_schedule(step, total_steps, base_tau, final_tau)
 
 
 class OnlineTarget:

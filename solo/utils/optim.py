@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import torch
 
@@ -132,3 +132,27 @@ def scaled_lr(base_lr: float, batch_size: int, world_size: int, accumulate: int 
     """Linear scaling rule (Goyal et al. 2017): ``base_lr`` is for a global batch of 256; gradient
     accumulation multiplies it once more (solo-learn's rule: the effective batch grows too)."""
     return base_lr * batch_size * world_size / 256 * accumulate
+
+
+@torch.no_grad()
+def clip_grad_per_parameter(parameters: Iterable[torch.nn.Parameter], max_norm: float) -> None:
+    """Scale each parameter's gradient down to an L2 norm of at most ``max_norm``, every tensor on
+    its own (DINO's ``clip_gradients``, not torch's one norm over all of them)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    norms = torch._foreach_norm(grads)
+    # min(1, max_norm / (norm + 1e-6)): DINO's coefficient, 1 where the norm is already small
+    scales = torch._foreach_clamp_max(torch._foreach_reciprocal(torch._foreach_add(norms, 1e-6)),
+                                      1.0 / max_norm)
+    torch._foreach_mul_(scales, max_norm)
+    torch._foreach_mul_(grads, scales)
+
+
+def schedule_weight_decay(optimizer: torch.optim.Optimizer, ratio: float) -> None:
+    """Every group's weight decay set to ``ratio`` times the one it was built with (kept in the
+    group as ``initial_weight_decay``, so a resumed optimizer keeps it too); groups without
+    weight decay stay without."""
+    for group in optimizer.param_groups:
+        initial = group.setdefault("initial_weight_decay", group["weight_decay"])
+        group["weight_decay"] = initial * ratio

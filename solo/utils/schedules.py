@@ -1,5 +1,6 @@
-"""Learning-rate schedules: solo-learn's warmup-cosine as a pure function and a scheduler, and the
-Lightning scheduler config of every ``scheduler.name``."""
+"""Schedules: solo-learn's warmup-cosine lr as a pure function and a scheduler, the Lightning
+scheduler config of every ``scheduler.name``, and the per-step schedules of other hyperparameters
+(EMA decay, teacher temperature, weight decay) as pure functions of the optimizer step."""
 
 from __future__ import annotations
 
@@ -13,6 +14,21 @@ from solo.config import SchedulerConfig
 
 # the metric "reduce" watches; the method logs its SSL loss under this name once per epoch
 REDUCE_MONITOR = "train_loss"
+
+
+def cosine_schedule(step: int, total_steps: float, start: float, end: float) -> float:
+    """``start`` at step 0 moving to ``end`` at ``total_steps`` along a half cosine, then ``end``:
+    BYOL's EMA decay and DINO's weight decay (``cosine_scheduler`` of its official code)."""
+    progress = min(max(step, 0) / max(total_steps, 1), 1.0)
+    return end - (end - start) * (math.cos(math.pi * progress) + 1) / 2
+
+
+def linear_warmup(step: float, warmup_steps: float, start: float, end: float) -> float:
+    """``start`` at step 0 rising linearly to ``end`` at ``warmup_steps``, then ``end``. With
+    ``warmup_steps`` 0 it is ``end`` from the start."""
+    if step >= warmup_steps:
+        return end
+    return start + (end - start) * max(step, 0) / warmup_steps
 
 
 def warmup_cosine(step: int, warmup_steps: float, total_steps: float, base_lr: float,

@@ -195,3 +195,26 @@ def test_lightning_feeds_the_logged_train_loss_to_reduce():
     seen, scheduler = fit_tiny("reduce")
     assert seen == pytest.approx([0.4] * 8)  # patience 10 is not exhausted in 2 epochs
     assert math.isfinite(scheduler.best)  # starts at inf; only a stepped scheduler has a best
+
+
+# ----------------------------------------------------------------------------------------------
+# schedules of other hyperparameters
+# ----------------------------------------------------------------------------------------------
+def test_cosine_schedule_is_dinos_cosine_scheduler_step_for_step():
+    # DINO's cosine_scheduler(base, final, epochs, niter_per_ep): the value at iteration i of
+    # N = epochs * niter_per_ep is final + (base - final) * (1 + cos(pi i / N)) / 2
+    from solo.utils.schedules import cosine_schedule
+
+    start, end, total = 0.04, 0.4, 37
+    for i in range(total):
+        expected = end + 0.5 * (start - end) * (1 + math.cos(math.pi * i / total))
+        assert cosine_schedule(i, total, start, end) == pytest.approx(expected, abs=1e-12)
+    assert cosine_schedule(total + 5, total, start, end) == end
+
+
+def test_linear_warmup_is_a_linspace_then_constant():
+    from solo.utils.schedules import linear_warmup
+
+    assert [linear_warmup(e, 4, 0.04, 0.08) for e in range(7)] == pytest.approx(
+        [0.04, 0.05, 0.06, 0.07, 0.08, 0.08, 0.08])
+    assert linear_warmup(0, 0, 0.04, 0.07) == 0.07
