@@ -481,7 +481,8 @@ def parse_config(raw: Mapping[str, Any]) -> ExperimentConfig:
                           "checkpoint (solo, solo-learn, torchvision or timm weights)")
     cfg.method_kwargs = convert(cfg.method_kwargs or {}, method.Config, "method_kwargs")
     world = known_world_size(cfg)
-    if world and getattr(cfg.method_kwargs, "queue_size", None) is not None:
+    # a queue_size of 0 is no queue (SwAV's)
+    if world and getattr(cfg.method_kwargs, "queue_size", None):
         check_queue_size(cfg.method_kwargs.queue_size, cfg.optimizer.batch_size * world)
 
     if cfg.data.num_classes is None:

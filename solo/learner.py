@@ -151,6 +151,10 @@ class Learner(nn.Module):
                  config: Optional[Mapping[str, Any]] = None, **method_kwargs: Any) -> None:
         super().__init__()
         method_class = _method_class(method)
+        if getattr(method_class, "needs_dataset_indexes", False):
+            raise ConfigError(f"method: {method} looks its targets up by dataset index (a memory "
+                              "bank clustered each epoch), which a learner's batches do not "
+                              "carry; train it with main_pretrain.py or solo.pretrain")
         options = {f.name for f in dataclasses.fields(method_class.Config)}
         sizes = {"projection_size": projection_size,
                  "projection_hidden_size": projection_hidden_size}
@@ -196,7 +200,7 @@ class Learner(nn.Module):
     @property
     def uses_momentum(self) -> bool:
         """Whether the method keeps EMA copies that ``update_moving_average`` moves."""
-        return isinstance(self.method, MomentumMethod) and self.cfg.momentum.enabled
+        return isinstance(self.method, MomentumMethod) and self.method.has_momentum_copies
 
     @property
     def device(self) -> torch.device:

@@ -40,7 +40,9 @@ SHORT_RUNS = [
      ["++backbone.name=vit_small", "++backbone.kwargs.patch_size=4",
       "++backbone.kwargs.img_size=32"]),
     ("mocov3", ("mocov3", "resnet18"), ["++method=mocov3"]),
-    ("dino", ("dino", "resnet18"), ["++method=dino"]),
+    # BYOL's predictor width is no DINO key; its head is 2048 wide, as its recipe
+    ("dino", ("dino", "resnet18"), ["++method=dino", "~method_kwargs.pred_hidden_dim",
+                                    "++method_kwargs.proj_hidden_dim=2048"]),
 ]
 
 

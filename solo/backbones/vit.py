@@ -10,6 +10,9 @@ position embedding, a frozen random patch projection, the paper's initialization
 ViT-S. The method ``mocov3`` selects it, as in solo-learn; ``backbone.kwargs.variant: mocov3``
 selects it for any method, and ``frozen_patch_embed`` (default: true for MoCo v3's variant only)
 freezes or trains the projection (solo-learn trains it; the paper freezes it).
+
+MAE's variant (``variant: mae``, the default of the method ``mae``): fixed sine-cosine positions
+and the official initialization (backbones/vit_mae.py).
 """
 
 from __future__ import annotations
@@ -22,13 +25,15 @@ import torch
 from torch import Tensor, nn
 
 from solo.backbones.registry import BACKBONES, BackboneContext
+from solo.backbones.vit_mae import make_mae
 
 # name -> (timm model, embed_dim, depth, num_heads of the MoCo v3 variant)
 VIT_SIZES = {"vit_tiny": ("vit_tiny_patch16_224", 192, 12, 12),
              "vit_small": ("vit_small_patch16_224", 384, 12, 12),  # MoCo v3: 12 heads, not 6
              "vit_base": ("vit_base_patch16_224", 768, 12, 12),
              "vit_large": ("vit_large_patch16_224", 1024, 24, 16)}
-VARIANTS = ("timm", "mocov3")
+VARIANTS = ("timm", "mocov3", "mae")
+METHOD_VARIANTS = {"mocov3": "mocov3", "mae": "mae"}  # the ViT a method gets unless told
 
 
 def sincos_position_embedding(grid_size: tuple[int, int], dim: int,
@@ -75,7 +80,7 @@ def make_mocov3(model: nn.Module) -> nn.Module:
 
 def build_vit(name: str, context: BackboneContext, **kwargs: Any) -> nn.Module:
     model_name, _, _, mocov3_heads = VIT_SIZES[name]
-    default_variant = "mocov3" if context.method == "mocov3" else "timm"
+    default_variant = METHOD_VARIANTS.get(context.method or "", "timm")
     variant = kwargs.pop("variant", default_variant)
     if variant not in VARIANTS:
         raise ValueError(f"backbone.kwargs.variant: '{variant}' is not one of {VARIANTS}")
@@ -89,6 +94,8 @@ def build_vit(name: str, context: BackboneContext, **kwargs: Any) -> nn.Module:
     model = timm.create_model(model_name, pretrained=False, num_classes=0, **kwargs)
     if variant == "mocov3":
         make_mocov3(model)
+    elif variant == "mae":
+        make_mae(model)  # solo/backbones/vit_mae.py
     if frozen_patch_embed:
         model.patch_embed.proj.requires_grad_(False)
     return model

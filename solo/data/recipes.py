@@ -44,6 +44,9 @@ def _crop_and_flip() -> dict[str, Any]:
     return {**_view((0.0, 0.0, 0.0, 0.0), blur=0.0, jitter_prob=0.0), "grayscale": {"prob": 0.0}}
 
 
+# the ops a view without them switches off with ``enabled: False`` (solo-learn's way)
+_OPS_OFF = ("color_jitter", "grayscale", "gaussian_blur", "solarization", "equalization")
+
 # method -> {"small": CIFAR's groups, "large": ImageNet's groups}, without crop_size
 RECIPES: dict[str, dict[str, list[dict[str, Any]]]] = {
     # asymmetric: the first view always blurred, the second rarely blurred but sometimes solarized
@@ -69,21 +72,35 @@ RECIPES: dict[str, dict[str, list[dict[str, Any]]]] = {
                 "large": [_view(BYOL_JITTER, blur=1.0), _view(BYOL_JITTER, blur=0.1, solarize=0.2)]},
     "nnsiam": {"small": [_view(BYOL_JITTER, blur=0.0), _view(BYOL_JITTER, blur=0.0, solarize=0.2)],
                "large": [_view(BYOL_JITTER, blur=1.0), _view(BYOL_JITTER, blur=0.1, solarize=0.2)]},
-    # solo-learn's NNCLR, NNBYOL and All4One take BYOL's asymmetric views too
+    # solo-learn's NNCLR, NNBYOL, All4One and DINO take BYOL's asymmetric views too
     **{name: {"small": [_view(BYOL_JITTER, blur=0.0), _view(BYOL_JITTER, blur=0.0, solarize=0.2)],
               "large": [_view(BYOL_JITTER, blur=1.0), _view(BYOL_JITTER, blur=0.1, solarize=0.2)]}
-       for name in ("nnclr", "nnbyol", "all4one")},
+       for name in ("nnclr", "nnbyol", "all4one", "dino")},
     # a strong view for the online network, a weak one for the momentum network (also on CIFAR)
     "ressl": {"small": [_view(BYOL_JITTER, blur=0.5), _crop_and_flip()],
               "large": [_view(BYOL_JITTER, blur=0.5), _crop_and_flip()]},
+    # MAE: one view, crop and flip only (the masking is the augmentation); solo-learn's
+    # reconstruction.yaml files switch the other ops off with ``enabled: False``
+    "mae": {"small": [{**_crop_and_flip(), "grayscale": {"prob": 0.0, "enabled": False}}],
+            "large": [{**{op: ({**cfg, "enabled": False} if op in _OPS_OFF else cfg)
+                          for op, cfg in _crop_and_flip().items()}}]},
     # SimCLR's views at both sizes (solo-learn's imagenet-100 symmetric.yaml keeps strength 1)
     "supcon": {"small": [_view(SIMCLR_CIFAR_JITTER, blur=0.5, num_crops=2)],
                "large": [_view(SIMCLR_CIFAR_JITTER, blur=0.5, num_crops=2)]},
+    # solo-learn's SwAV (without multi-crop) takes SimCLR's views at strength 1 at both sizes
+    "swav": {"small": [_view(SIMCLR_CIFAR_JITTER, blur=0.5, num_crops=2)],
+             "large": [_view(SIMCLR_CIFAR_JITTER, blur=0.5, num_crops=2)]},
+    # solo-learn's DeepClusterV2: symmetric.yaml, as SimCLR's (BYOL's milder jitter on ImageNet)
+    "deepclusterv2": {"small": [_view(SIMCLR_CIFAR_JITTER, blur=0.5, num_crops=2)],
+                      "large": [_view(BYOL_JITTER, blur=0.5, num_crops=2)]},
     # solo-learn's Barlow Twins takes BYOL's asymmetric views
     "barlow_twins": {"small": [_view(BYOL_JITTER, blur=0.0),
                                _view(BYOL_JITTER, blur=0.0, solarize=0.2)],
                      "large": [_view(BYOL_JITTER, blur=1.0),
                                _view(BYOL_JITTER, blur=0.1, solarize=0.2)]},
+    # TWIST's 800-epoch recipe ("--aug barlow"): BYOL's asymmetric views
+    "twist": {"small": [_view(BYOL_JITTER, blur=0.0), _view(BYOL_JITTER, blur=0.0, solarize=0.2)],
+              "large": [_view(BYOL_JITTER, blur=1.0), _view(BYOL_JITTER, blur=0.1, solarize=0.2)]},
     # solo-learn's VICReg and VIbCReg: crops from 20% up, solarization 0.1, blur 0.5 on ImageNet
     "vicreg": {"small": [_view(BYOL_JITTER, blur=0.0, solarize=0.1, num_crops=2, min_scale=0.2)],
                "large": [_view(BYOL_JITTER, blur=0.5, solarize=0.1, num_crops=2, min_scale=0.2)]},

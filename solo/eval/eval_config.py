@@ -73,6 +73,9 @@ class EvalConfig:
         return dataclasses.asdict(self)
 
 
+CLUSTER_ASSIGNMENTS = ("kmeans", "argmax")
+
+
 @dataclass
 class ClusteringConfig:
     """k-means on the evaluation set's features, scored against its labels."""
@@ -83,11 +86,16 @@ class ClusteringConfig:
     max_iters: int = 100
     l2_normalize: bool = True  # cluster directions, as the cosine kNN compares them
     seed: int = 0
+    # "kmeans": k-means clusters; "argmax": each image's cluster is its largest feature, for a
+    # head whose outputs are class logits (TWIST's unsupervised classification: its projector)
+    assign: str = "kmeans"
 
     def __post_init__(self) -> None:
         check(self.num_clusters is None or self.num_clusters >= 2, "num_clusters",
               f"must be >= 2, got {self.num_clusters}")
         check_positive(self, "num_restarts", "max_iters")
+        check(self.assign in CLUSTER_ASSIGNMENTS, "assign",
+              f"'{self.assign}' is not one of {CLUSTER_ASSIGNMENTS}")
 
 
 @dataclass
@@ -111,6 +119,10 @@ class KnnConfig(EvalConfig):
             for value in values:
                 check(value in valid, key, f"'{value}' is not one of {valid}"
                       + did_you_mean(value, valid))
+        if self.clustering.enabled and self.clustering.assign == "argmax":
+            check("backbone" not in self.feature_type, "clustering.assign",
+                  "'argmax' reads the class logits of a head: use ++feature_type=[projector] "
+                  "(the argmax of backbone features means nothing)")
         check(self.data.val_path is not None, "data.val_path",
               "is not set: kNN classifies the images of data.val_path against data.train_path")
         check(not self.data.no_labels, "data.no_labels",

@@ -172,8 +172,11 @@ def evaluate_knn(cfg: KnnConfig) -> KnnReport:
 
 def cluster_features(features: Tensor, targets: Tensor, cfg: ClusteringConfig, num_classes: int,
                      device: torch.device) -> ClusteringScores:
-    """k-means of ``features`` on ``device`` (one cluster per class unless configured), scored
-    against ``targets``."""
+    """k-means of ``features`` on ``device`` (one cluster per class unless configured), or with
+    ``assign: argmax`` each row's largest feature (a class head's prediction), scored against
+    ``targets``."""
+    if cfg.assign == "argmax":
+        return clustering_scores(features.argmax(dim=1), targets)
     x = features.to(device)
     if cfg.l2_normalize:
         x = F.normalize(x, dim=1)

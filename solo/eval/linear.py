@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from solo.eval.linear_config import LinearConfig
 from solo.nn.probe import accuracy_at_k
 from solo.utils.lightning_hooks import accumulation, log_host_values, with_schedule
+from solo.utils.layer_decay import layer_decay_groups, vit_depth
 from solo.utils.optim import build_optimizer, param_groups, scaled_lr
 
 
@@ -65,6 +66,8 @@ class LinearModel(pl.LightningModule):
         # in eval mode: set the mode training needs here
         self.backbone.requires_grad_(self.finetune)
         self.backbone.train(self.finetune)
+        if self.finetune and cfg.optimizer.layer_decay > 0:
+            vit_depth(backbone, str(cfg.backbone.name))  # a ConfigError before training starts
         self.mixup = build_mixup(cfg)
         self.criterion = build_criterion(cfg)
         self.channels_last = False  # switched on in configure_model for GPUs
@@ -127,7 +130,12 @@ class LinearModel(pl.LightningModule):
         accumulate = accumulation(self)
         lr = scaled_lr(opt.lr, opt.batch_size, world_size, accumulate)  # the head's, first group
         groups: list[dict] = [{"name": "linear", "params": list(self.classifier.named_parameters())}]
-        if self.finetune:
+        if self.finetune and opt.layer_decay > 0:  # one group per ViT layer, the head's lr last
+            backbone_lr = (lr if opt.backbone_lr is None
+                           else scaled_lr(opt.backbone_lr, opt.batch_size, world_size, accumulate))
+            groups += layer_decay_groups(self.backbone, backbone_lr, opt.layer_decay,
+                                         str(self.cfg.backbone.name))
+        elif self.finetune:
             backbone = {"name": "backbone", "params": list(self.backbone.named_parameters())}
             if opt.backbone_lr is not None:
                 backbone["lr"] = scaled_lr(opt.backbone_lr, opt.batch_size, world_size, accumulate)

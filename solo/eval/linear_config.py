@@ -35,6 +35,9 @@ DEFAULT_RAND_AUGMENT = "rand-m9-mstd0.5-inc1"
 # crop size when data.augmentations.crop_size is not set: each dataset's native image size
 DEFAULT_CROP_SIZE = {"cifar10": 32, "cifar100": 32, "stl10": 96}
 IMAGENET_CROP_SIZE = 224
+# timm ViT kwargs a fine-tuning run may add to the pretrained backbone
+REGULARIZATION_KWARGS = ("drop_path_rate", "drop_rate", "attn_drop_rate", "proj_drop_rate",
+                         "pos_drop_rate")
 
 
 @dataclass
@@ -43,11 +46,14 @@ class LinearBackboneConfig:
 
     name: Optional[str] = None  # None: the architecture recorded in the checkpoint
     cifar_stem: Optional[bool] = None  # None: as the checkpoint was pretrained
-    kwargs: dict = field(default_factory=dict)  # accepted for solo-learn YAMLs; must stay empty
+    # only regularization that leaves the weights' shapes alone (solo-learn's MAE fine-tuning:
+    # drop_path_rate 0.1); the architecture is the checkpoint's
+    kwargs: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        check(not self.kwargs, "kwargs", "is not supported by linear evaluation: the backbone is "
-              f"rebuilt as it was pretrained; got {self.kwargs}")
+        other = sorted(set(self.kwargs) - set(REGULARIZATION_KWARGS))
+        check(not other, "kwargs", f"{other} is not supported by linear evaluation: the backbone "
+              f"is rebuilt as it was pretrained; only {', '.join(REGULARIZATION_KWARGS)} may be set")
 
 
 @dataclass
@@ -96,11 +102,16 @@ class LinearOptimizerConfig(OptimizerConfig):
     online probe's in pretraining, is accepted and unused."""
 
     backbone_lr: Optional[float] = None
+    # solo-learn's key: > 0 scales a fine-tuned ViT's block i (of D) by layer_decay^(D - i) and
+    # its embeddings by layer_decay^(D + 1) (BEiT's, MAE's; solo/utils/layer_decay.py); 0: off
+    layer_decay: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.backbone_lr is None or self.backbone_lr > 0, "backbone_lr",
               f"must be > 0, got {self.backbone_lr}")
+        check(0 <= self.layer_decay <= 1, "layer_decay",
+              f"must be in [0, 1] (0 turns it off), got {self.layer_decay}")
 
 
 @dataclass
@@ -139,6 +150,8 @@ class LinearConfig:
         check(self.mixup >= 0, "mixup", f"must be >= 0 (0 turns it off), got {self.mixup}")
         check(self.cutmix >= 0, "cutmix", f"must be >= 0 (0 turns it off), got {self.cutmix}")
         check(self.num_nodes >= 1, "num_nodes", f"must be >= 1, got {self.num_nodes}")
+        check(self.optimizer.layer_decay == 0 or self.finetune, "optimizer.layer_decay",
+              "decays the lrs of a trained backbone: it needs finetune: True (or layer_decay: 0)")
         aa = self.auto_augment
         check(aa is None or isinstance(aa, bool) or (isinstance(aa, str) and aa.startswith("rand-")),
               "auto_augment", f"must be true, false or a timm RandAugment policy such as "

@@ -45,7 +45,8 @@ def load_backbone(cfg: LinearConfig) -> Pretrained:
     path = str(cfg.pretrained_feature_extractor)
     try:
         pretrained = load_pretrained(path, backbone=cfg.backbone.name,
-                                     cifar_stem=cfg.backbone.cifar_stem)
+                                     cifar_stem=cfg.backbone.cifar_stem,
+                                     backbone_kwargs=cfg.backbone.kwargs or None)
     except (CheckpointError, OSError) as error:
         raise ConfigError(f"pretrained_feature_extractor: {error}") from None
     if cfg.pretrain_method and pretrained.method and cfg.pretrain_method != pretrained.method:

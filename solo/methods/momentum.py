@@ -62,6 +62,12 @@ class MomentumMethod(BaseMethod):
         self._momentum_pairs.append((name, f"momentum_{name}"))
         return momentum
 
+    @property
+    def has_momentum_copies(self) -> bool:
+        """Whether any EMA copy exists (none with momentum.enabled False, or TWIST without its
+        momentum encoder)."""
+        return bool(self._momentum_pairs)
+
     def probe_modules(self) -> dict[str, str]:
         return {**super().probe_modules(), "momentum_classifier": "classifier_momentum"}
 

@@ -58,6 +58,8 @@ def held_out_ssl_loss(model, batch, negatives) -> float:
     with torch.no_grad():
         if model.queues:
             model.ssl_loss(model.encode_batch(negatives))
+        if hasattr(model, "cluster_batch"):  # DeepClusterV2: the targets, these views' clusters
+            model.cluster_batch(model.encode_batch(batch))
         loss, logs = model.ssl_loss(model.encode_batch(batch))
     # a cross-entropy to a target that a few steps barely move (ReSSL's momentum relation) is
     # measured above its floor, the target's entropy
@@ -73,9 +75,20 @@ def recipe(method: str, data_root: Path, extra: list[str] | None = None):
         small.append("++method_kwargs.queue_size=32")
     if getattr(cfg.method_kwargs, "split_bn", 1) > 1:
         small.append("++method_kwargs.split_bn=2")
+    if getattr(cfg.method_kwargs, "kmeans_iters", None) is not None:
+        # DeepClusterV2: clusters of a few images, and targets in the first epoch already
+        small += ["++method_kwargs.num_prototypes=[4,4,4]", "++method_kwargs.init_memory=True"]
     if getattr(cfg.method_kwargs, "whitening_size", None) is not None:
         # W-MSE whitens the batch of 16 whole: a width of 8 keeps its covariance invertible
         small += ["++method_kwargs.whitening_size=16", "++method_kwargs.proj_output_dim=8"]
+    if getattr(cfg.method_kwargs, "center_momentum", None) is not None:
+        # DINO: a center catching up from 0 flattens the teacher faster than 12 steps teach the
+        # student, so it is held at 0 here (tests/losses/test_loss_dino.py tests the centering)
+        small.append("++method_kwargs.center_momentum=1.0")
+    if getattr(cfg.method_kwargs, "decoder_depth", None) is not None:
+        # MAE's ViT-S and 8-block decoder take minutes on 2 CPU cores: 2 encoder blocks, 1 decoder
+        small += ["++backbone.kwargs.depth=2", "++method_kwargs.decoder_depth=1",
+                  "++method_kwargs.decoder_embed_dim=128"]
     return shipped_config(method, data_root, (extra or []) + small) if small else cfg
 
 

@@ -73,3 +73,28 @@ def test_checkpoints_of_solo_0_1_still_load(cifar_mini: Path) -> None:
         byol.projector[0].bias.fill_(3.0)
         byol.load_state_dict(upgrade_state_dict(without_bias, byol.state_dict()), strict=True)
         torch.testing.assert_close(byol.projector(feats), expected)
+
+
+def test_solo_learn_swav_layout_loads_whole(cifar_mini: Path) -> None:
+    # solo-learn's SwAV: prototypes = weight_norm(Linear) (weight_g, weight_v), a queue buffer
+    # (crops, size, D) rolled newest-first and no pointer
+    cfg = shipped_config("swav", cifar_mini, ["++method_kwargs.proj_hidden_dim=32",
+                                              "++method_kwargs.proj_output_dim=8",
+                                              "++method_kwargs.num_prototypes=10",
+                                              "++method_kwargs.queue_size=32"])
+    ours = METHODS.get("swav")(cfg)
+    generator = torch.Generator().manual_seed(0)
+    theirs = dict(ours.state_dict())
+    del theirs["prototypes.weight"], theirs["queue_ptr"]
+    direction = torch.randn(10, 8, generator=generator)
+    scale = torch.rand(10, 1, generator=generator) + 0.5
+    theirs["prototypes.weight_v"], theirs["prototypes.weight_g"] = direction, scale
+    rolled = torch.randn(2, 32, 8, generator=generator)  # row 0 the newest
+    theirs["queue"] = rolled
+    ours.load_state_dict(upgrade_state_dict(theirs, ours.state_dict()), strict=True)
+    torch.testing.assert_close(ours.prototypes.weight,
+                               scale * direction / direction.norm(dim=1, keepdim=True))
+    assert int(ours.queue_ptr) == 0
+    # the next keys written replace the oldest: solo-learn's last rows
+    ours.projection_queue.push(torch.zeros(2, 16, 8))
+    assert torch.equal(ours.queue[:, 16:], rolled[:, :16].flip(1))
