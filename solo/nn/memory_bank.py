@@ -31,6 +31,12 @@ class MemoryBank:
         owner.register_buffer(f"{prefix}_index", torch.full((0,), -1, dtype=torch.long))
         owner.register_buffer(f"{prefix}_embeddings", torch.zeros(crops, 0, dim))
         owner.register_buffer(f"{prefix}_ptr", torch.zeros(1, dtype=torch.long))
+        # each process's bank is its own: DDP would otherwise overwrite it with rank 0's before
+        # every forward (it broadcasts all buffers). The names are the owner's, which must be the
+        # module DDP wraps (a LightningModule is)
+        owner._ddp_params_and_buffers_to_ignore = [
+            *getattr(owner, "_ddp_params_and_buffers_to_ignore", []),
+            *(f"{prefix}_{name}" for name in ("index", "embeddings", "ptr"))]
         self.pointer = 0  # a host copy of the buffer: no device read per step
         # a loaded bank (a checkpoint's, of any size) replaces the empty one
         owner.register_load_state_dict_pre_hook(self._fit_incoming)

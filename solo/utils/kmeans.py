@@ -34,11 +34,14 @@ def initial_centroids(rows: Tensor, num_clusters: int, generator: torch.Generato
     """(K, D) distinct random rows of rank 0's ``rows`` (N, D), the same on every process.
     Only rank 0 draws from ``generator``."""
     centroids = rows.new_empty(num_clusters, rows.shape[1])
+    held = torch.tensor([len(rows)], device=rows.device)
+    if world_size() > 1:  # every process raises, or none: one alone would leave the rest waiting
+        dist.broadcast(held, src=0)
+    if int(held) < num_clusters:
+        raise ValueError(f"method_kwargs.num_prototypes: {num_clusters} clusters need at least "
+                         f"as many rows in rank 0's memory bank, which holds {int(held)}; "
+                         "use fewer prototypes or more images per process")
     if rank() == 0:
-        if len(rows) < num_clusters:
-            raise ValueError(f"method_kwargs.num_prototypes: {num_clusters} clusters need at least "
-                             f"as many rows in rank 0's memory bank, which holds {len(rows)}; "
-                             "use fewer prototypes or more images per process")
         picks = torch.randperm(len(rows), generator=generator)[:num_clusters].to(rows.device)
         centroids.copy_(rows[picks])
     if world_size() > 1:
@@ -97,8 +100,8 @@ def cluster_memory(indexes: Tensor, embeddings: Tensor, num_prototypes: Sequence
     """DeepClusterV2's clustering: one spherical k-means per head, head h on the memory bank of
     large crop ``h % crops``. ``indexes`` (N,) are the dataset indexes of this process's bank rows
     and ``embeddings`` (crops, N, D) their unit projections. Returns the assignments
-    (heads, >= dataset_size) by dataset index, -1 where no process holds the index, and each head's (K_h, D)
-    centroids, all the same on every process."""
+    (heads, >= dataset_size) by dataset index, -1 where no process holds the index, and each
+    head's (K_h, D) centroids, all the same on every process."""
     tables, centroids_per_head = [], []
     for head, num_clusters in enumerate(num_prototypes):
         rows = embeddings[head % len(embeddings)]

@@ -199,6 +199,32 @@ def test_two_process_ddp_runs_of_methods_that_talk_across_processes(
         assert int(state["queue_ptr"]) == 64
 
 
+def test_two_process_deepclusterv2_clusters_both_banks_and_saves_them(cifar_mini: Path,
+                                                                       tmp_path: Path) -> None:
+    # epoch 0 fills each process's bank; epoch 1 starts with a k-means over both banks
+    cmd = command(ROOT / "scripts" / "pretrain" / "cifar",
+                  *fast(cifar_mini, tmp_path / "ckpt", epochs=2, batches=2),
+                  "++devices=2", "++strategy=ddp", "++precision=32",
+                  "++method_kwargs.num_prototypes=[8,8]", "++knn_eval.enabled=False")
+    cmd[cmd.index("byol.yaml")] = "deepclusterv2.yaml"
+    result = run(cmd, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir, = (tmp_path / "ckpt" / "deepclusterv2").iterdir()
+    checkpoint = torch.load(next(run_dir.glob("*-ep=1.ckpt")), map_location="cpu",
+                            weights_only=False)
+    state = checkpoint["state_dict"]
+    # the images both processes trained on in epoch 0 (2 steps x 16 each) have a cluster per head
+    assignments = state["assignments"]
+    assert assignments.shape == (2, len(list((cifar_mini / "train").rglob("*.jpg"))))
+    assert ((assignments >= 0).sum(dim=1) == 64).all() and int(assignments.max()) < 8
+    for head in range(2):  # the frozen prototypes are unit centroids
+        norms = state[f"prototypes.{head}.weight"].norm(dim=1)
+        torch.testing.assert_close(norms, torch.ones(8))
+    # the saved bank holds the rows of both processes: epoch 1's 64 images
+    written = state["local_memory_index"]
+    assert int((written >= 0).sum()) == 64 and len(set(written[written >= 0].tolist())) == 64
+
+
 def test_wandb_offline_needs_no_account(cifar_mini: Path, tmp_path: Path) -> None:
     pytest.importorskip("wandb")  # the optional `wandb` extra
     cmd = command(ROOT / "scripts" / "pretrain" / "cifar", *fast(cifar_mini, tmp_path / "ckpt"),
