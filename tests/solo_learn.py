@@ -29,20 +29,18 @@ hydra:
 """
 
 
-def asymmetric_groups(crop: int = 32, blur: tuple[float, float] = (0.0, 0.0)) -> str:
-    """solo-learn's augmentations/asymmetric.yaml (BYOL's two views) at ``crop`` pixels, with
-    the two views' blur probabilities (its CIFAR file: none; ImageNet-100's: 1.0 and 0.1)."""
-    group = """\
+# one crop group of solo-learn's augmentation files; the fields its recipes vary are parameters
+CROP_GROUP = """\
 - rrc:
     enabled: True
-    crop_min_scale: 0.08
-    crop_max_scale: 1.0
+    crop_min_scale: {min_scale}
+    crop_max_scale: {max_scale}
   color_jitter:
     prob: 0.8
-    brightness: 0.4
-    contrast: 0.4
-    saturation: 0.2
-    hue: 0.1
+    brightness: {brightness}
+    contrast: {brightness}
+    saturation: {saturation}
+    hue: {hue}
   grayscale:
     prob: 0.2
   gaussian_blur:
@@ -54,10 +52,24 @@ def asymmetric_groups(crop: int = 32, blur: tuple[float, float] = (0.0, 0.0)) ->
   horizontal_flip:
     prob: 0.5
   crop_size: {crop}
-  num_crops: 1
+  num_crops: {crops}
 """
-    return (group.format(blur=blur[0], solarization=0.0, crop=crop) + "\n"
-            + group.format(blur=blur[1], solarization=0.2, crop=crop))
+
+
+def augmentation_group(crop: int, crops: int = 1, min_scale: float = 0.08,
+                       max_scale: float = 1.0, brightness: float = 0.4, saturation: float = 0.2, hue: float = 0.1,
+                       blur: float = 0.0, solarization: float = 0.0) -> str:
+    """One entry of a solo-learn augmentation file (contrast equals brightness in all of them)."""
+    return CROP_GROUP.format(crop=crop, crops=crops, min_scale=min_scale, max_scale=max_scale,
+                             brightness=brightness, saturation=saturation, hue=hue, blur=blur,
+                             solarization=solarization)
+
+
+def asymmetric_groups(crop: int = 32, blur: tuple[float, float] = (0.0, 0.0)) -> str:
+    """solo-learn's augmentations/asymmetric.yaml (BYOL's two views) at ``crop`` pixels, with
+    the two views' blur probabilities (its CIFAR file: none; ImageNet-100's: 1.0 and 0.1)."""
+    return (augmentation_group(crop, blur=blur[0]) + "\n"
+            + augmentation_group(crop, blur=blur[1], solarization=0.2))
 
 
 # the recipes of solo-learn's scripts/pretrain/cifar YAMLs, small heads for speed

@@ -18,7 +18,7 @@ from solo.losses import sinkhorn_codes, swav_loss
 from solo.methods import EncodedBatch, SwAV
 from tests.helpers import ROOT, load_raw, shipped_config, small_cpu_overrides
 from tests.methods.test_methods import fit
-from tests.solo_learn import YAML_HEADER
+from tests.solo_learn import YAML_HEADER, augmentation_group
 from tests.test_solo_learn_yamls import compose_and_parse
 
 SMALL = ["++method_kwargs.proj_hidden_dim=32", "++method_kwargs.proj_output_dim=16",
@@ -188,40 +188,22 @@ accelerator: "gpu"
 strategy: "ddp"
 precision: 16
 """
-GROUP = """\
-- rrc:
-    enabled: True
-    crop_min_scale: {min_scale}
-    crop_max_scale: {max_scale}
-  color_jitter:
-    prob: 0.8
-    brightness: {jitter}
-    contrast: {jitter}
-    saturation: {jitter}
-    hue: 0.2
-  grayscale:
-    prob: 0.2
-  gaussian_blur:
-    prob: {blur}
-  solarization:
-    prob: {solarization}
-  equalization:
-    prob: 0.0
-  horizontal_flip:
-    prob: 0.5
-  crop_size: {crop}
-  num_crops: {crops}
-"""
+def swav_group(crop: int, crops: int, min_scale: float, max_scale: float, jitter: float,
+               blur: float = 0.0, solarization: float = 0.0) -> dict:
+    """A crop group of solo-learn's SwAV augmentations: brightness, contrast and saturation all
+    ``jitter``, hue 0.2."""
+    return dict(crop=crop, crops=crops, min_scale=min_scale, max_scale=max_scale,
+                brightness=jitter, saturation=jitter, hue=0.2, blur=blur, solarization=solarization)
+
+
 LAYOUTS = {  # our folder -> solo-learn's groups, dataset, batch, epochs, devices, min_lr
-    "cifar": ([dict(min_scale=0.08, max_scale=1.0, jitter=0.8, blur=0.5, solarization=0.0,
-                    crop=32, crops=2)], "cifar10", 256, 1000, "[0]", ""),
-    "cifar-multicrop": ([dict(min_scale=0.2, max_scale=1.0, jitter=0.6, blur=0.0, solarization=s,
-                              crop=32, crops=1) for s in (0.0, 0.2)]
-                        + [dict(min_scale=0.08, max_scale=0.5, jitter=0.8, blur=0.1,
-                                solarization=0.1, crop=18, crops=6)],
+    "cifar": ([swav_group(32, 2, 0.08, 1.0, jitter=0.8, blur=0.5)], "cifar10", 256, 1000, "[0]",
+              ""),
+    "cifar-multicrop": ([swav_group(32, 1, 0.2, 1.0, jitter=0.6, solarization=s) for s in (0.0, 0.2)]
+                        + [swav_group(18, 6, 0.08, 0.5, jitter=0.8, blur=0.1, solarization=0.1)],
                         "cifar10", 256, 1000, "[0]", "  min_lr: 0.0006\n"),
-    "imagenet-100": ([dict(min_scale=0.08, max_scale=1.0, jitter=0.8, blur=0.5, solarization=0.0,
-                           crop=224, crops=2)], "imagenet100", 128, 400, "[0, 1]", ""),
+    "imagenet-100": ([swav_group(224, 2, 0.08, 1.0, jitter=0.8, blur=0.5)], "imagenet100", 128,
+                     400, "[0, 1]", ""),
 }
 
 
@@ -233,7 +215,7 @@ def test_solo_learn_swav_yamls_parse_into_ours(tmp_path: Path, cifar_mini: Path,
     (folder / "augmentations").mkdir(parents=True)
     (folder / "wandb").mkdir()
     (folder / "augmentations" / "swav.yaml").write_text(
-        "\n".join(GROUP.format(**g) for g in groups))
+        "\n".join(augmentation_group(**g) for g in groups))
     (folder / "wandb" / "private.yaml").write_text(
         'enabled: False\nentity: None\nproject: "solo-learn"\n')
     body = SOLO_LEARN_SWAV.format(name=dataset, dataset=dataset, batch=batch, epochs=epochs,
