@@ -5,6 +5,7 @@ EXTRAS = {
     "umap": ["umap-learn>=0.5", "matplotlib>=3.7"],
     "h5": ["h5py>=3.8"],
     "wandb": ["wandb>=0.16"],
+    "plot": ["matplotlib>=3.7"],  # curves.png at the end of a run, python -m solo.plot
     # CI tests every optional path: DALI runs its pipelines on the CPU where there is no GPU
     "dev": ["pytest>=7.4", "h5py>=3.8", "nvidia-dali-cuda130", "umap-learn>=0.5", "matplotlib>=3.7"],
 }

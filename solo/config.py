@@ -59,6 +59,9 @@ class DataConfig:
     # device; a larger one is streamed, its JPEGs decoded on the device batch by batch
     resident_max_gb: float = 16.0
     num_classes: Optional[int] = None  # derived from the dataset when not set
+    # an unreadable image file (truncated, not an image) is an error naming it; True serves the
+    # next readable image in its place and lists the file in <run folder>/skipped_files.txt
+    skip_corrupt: bool = False
 
     def __post_init__(self) -> None:
         check(self.dataset in DATASETS, "dataset", f"'{self.dataset}' is not one of {DATASETS}"
@@ -294,6 +297,7 @@ class AutoResumeConfig:
 
 
 KNN_DISTANCES = ("euclidean", "cosine")  # solo-learn's distance_func values
+KNN_BANK_DTYPES = ("float32", "float16")  # torch dtype names
 
 
 @dataclass
@@ -302,11 +306,26 @@ class KnnEvalConfig:
     k: int = 20
     distance_func: str = "euclidean"
     temperature: float = 0.07  # weight of a neighbour: exp(similarity / temperature)
+    # queries compared with the bank at a time: the similarity block is chunk_size x bank rows
+    chunk_size: int = 512
+    # more bank rows than this (per process) move to the host and are streamed back in blocks of
+    # this many; None keeps the whole bank on the device (1.28M x 2048 fp32 is 10.5 GB)
+    max_bank_on_device: Optional[int] = None
+    bank_dtype: str = "float32"  # or "float16": half the bank memory, votes still in float32
+    # True: the bank is the large crops' features of the training steps since the last
+    # validation (solo-learn's way: no pass over the training set, but augmented crops of a
+    # network that changed during the epoch); False: a pass over the training set per validation
+    bank_from_training: bool = False
 
     def __post_init__(self) -> None:
         check(self.k >= 1, "k", f"must be >= 1, got {self.k}")
         check(self.distance_func in KNN_DISTANCES, "distance_func",
               f"must be 'euclidean' or 'cosine', got '{self.distance_func}'")
+        check(self.chunk_size >= 1, "chunk_size", f"must be >= 1, got {self.chunk_size}")
+        check(self.max_bank_on_device is None or self.max_bank_on_device >= 1,
+              "max_bank_on_device", f"must be >= 1 or null, got {self.max_bank_on_device}")
+        check(self.bank_dtype in KNN_BANK_DTYPES, "bank_dtype",
+              f"must be 'float32' or 'float16', got '{self.bank_dtype}'")
         check_positive(self, "temperature")
 
 

@@ -15,8 +15,10 @@ from lightning.pytorch.loggers import CSVLogger, Logger
 
 from solo.config import ConfigError, ExperimentConfig
 from solo.data import build_pipeline
+from solo.data.decoding import SKIPPED_FILES, SKIPPED_FILES_VARIABLE, finish_skipped_list
 from solo.eval.umap import build_auto_umap
 from solo.methods import METHODS
+from solo.plot import write_run_curves
 from solo.utils.checkpoint import Checkpointer, new_run_id
 from solo.utils.precision import gpu_supports_bf16
 from solo.utils.resume import find_resume_point, run_id_of, schema_defaults
@@ -122,6 +124,8 @@ def pretrain(cfg: ExperimentConfig) -> PretrainResult:
     run_id = run_id or os.environ.get(RUN_ID_VARIABLE) or new_run_id()
     os.environ[RUN_ID_VARIABLE] = run_id
     run_dir = Path(cfg.checkpoint.dir) / cfg.method / run_id
+    if cfg.data.skip_corrupt:  # where every process (workers, DDP ranks) lists skipped files
+        os.environ[SKIPPED_FILES_VARIABLE] = str(run_dir / SKIPPED_FILES)
 
     callbacks: list[pl.Callback] = []
     if cfg.checkpoint.enabled:
@@ -145,7 +149,12 @@ def pretrain(cfg: ExperimentConfig) -> PretrainResult:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
     finally:
         os.environ.pop(RUN_ID_VARIABLE, None)
+        skipped = os.environ.pop(SKIPPED_FILES_VARIABLE, None)
+        if skipped and trainer.is_global_zero:
+            finish_skipped_list(skipped)
     result.is_global_zero, result.model = trainer.is_global_zero, model
+    if trainer.is_global_zero:
+        write_run_curves(run_dir)  # curves.png beside the CSV logs
     result.metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     return result
 

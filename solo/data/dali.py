@@ -43,6 +43,20 @@ def import_dali() -> Any:
     return nvidia.dali
 
 
+def check_not_empty(key: str, path: Optional[str]) -> None:
+    """A set path must exist and not be an empty folder: said here, before DALI starts."""
+    if not path:
+        return
+    path = os.path.expanduser(str(path))
+    if not os.path.exists(path):
+        raise ConfigError(f"{key}: '{path}' does not exist")
+    if os.path.isdir(path):
+        with os.scandir(path) as entries:
+            if next(entries, None) is None:
+                raise ConfigError(f"{key}: '{path}' is an empty folder; point it at class folders "
+                                  "of images")
+
+
 def check_readable(cfg: ExperimentConfig) -> None:
     """Fail early for data that DALI's file reader cannot read, naming the alternatives."""
     data = cfg.data
@@ -50,9 +64,14 @@ def check_readable(cfg: ExperimentConfig) -> None:
         raise ConfigError("data.format: 'h5' is read by the 'cpu' pipeline only; DALI reads image "
                           "files: set data.pipeline to 'cpu', or point the paths at class folders "
                           "of images with data.format 'dali'")
+    if data.skip_corrupt:
+        raise ConfigError("data.skip_corrupt: DALI's reader cannot skip unreadable files; use "
+                          "data.pipeline 'cpu' or 'gpu' (data.format 'image_folder'), or remove "
+                          "the files")
     folder_name = TORCHVISION_FOLDERS.get(data.dataset)
     for key in ("train_path", "val_path"):
         path = getattr(data, key)
+        check_not_empty(f"data.{key}", path)
         if folder_name and path and find_folder(os.path.expanduser(str(path)), folder_name):
             raise ConfigError(
                 f"data.{key}: '{path}' holds torchvision's binary {data.dataset} files "

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset, Subset
 from torchvision.datasets import ImageFolder
 
 from solo.config import ConfigError, DataConfig
+from solo.data.decoding import SkipUnreadable, load_rgb
 from solo.data.h5 import H5Images, image_files
 from solo.data.torchvision_files import STL10_FOLDER, find_folder, read_cifar, read_stl10
 from solo.utils.registry import Registry
@@ -30,12 +31,6 @@ DATASETS: Registry[DatasetBuilder] = Registry("dataset")
 SPLITS = ("train", "val", "bank")
 
 
-def load_rgb(path: str) -> Image.Image:
-    """Open an image file with PIL as RGB (grayscale, palette and RGBA files included)."""
-    with open(path, "rb") as f:
-        return Image.open(f).convert("RGB")
-
-
 def _has_class_folders(path: str) -> bool:
     if not os.path.isdir(path):
         return False
@@ -43,11 +38,23 @@ def _has_class_folders(path: str) -> bool:
         return any(entry.is_dir() for entry in entries)
 
 
-def image_folder(path: str, transform: Optional[Transform]) -> ImageFolder:
-    """Class folders of images; labels are the folder names' sorted positions."""
+def image_folder(path: str, transform: Optional[Transform],
+                 folder_class: type[ImageFolder] = ImageFolder) -> ImageFolder:
+    """Class folders of images; labels are the folder names' sorted positions. An empty class
+    folder is an error that names it."""
     if not os.path.isdir(path):
         raise FileNotFoundError(f"'{path}' is not a directory")
-    return ImageFolder(path, transform=transform, loader=load_rgb)
+    try:
+        return folder_class(path, transform=transform, loader=load_rgb)
+    except FileNotFoundError:  # torchvision's message lists class names, not the folder
+        with os.scandir(path) as entries:
+            folders = sorted(entry.path for entry in entries if entry.is_dir())
+        empty = [folder for folder in folders if not image_files(folder)]
+        if not empty:
+            raise
+        more = f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""
+        raise FileNotFoundError(f"class folder '{empty[0]}'{more} holds no image files; add "
+                                "images to it or remove it") from None
 
 
 class UnlabeledImages(Dataset):
@@ -121,9 +128,7 @@ def _imagenet(path: str, train: bool, transform: Optional[Transform], data: Data
 @DATASETS.register("imagenet100")
 def _imagenet100(path: str, train: bool, transform: Optional[Transform],
                  data: DataConfig) -> Dataset:
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"'{path}' is not a directory")
-    return ImageNet100Folder(path, transform=transform, loader=load_rgb)
+    return image_folder(path, transform, ImageNet100Folder)
 
 
 @DATASETS.register("custom")
@@ -160,6 +165,8 @@ def dataset_files(dataset: Dataset) -> Optional[list[tuple[str, int]]]:
     if isinstance(dataset, Subset):
         files = dataset_files(dataset.dataset)
         return None if files is None else [files[i] for i in dataset.indices]
+    if isinstance(dataset, SkipUnreadable):
+        return dataset_files(dataset.dataset)
     if isinstance(dataset, ImageFolder):
         return [(path, int(target)) for path, target in dataset.samples]
     if isinstance(dataset, UnlabeledImages):
@@ -188,6 +195,16 @@ def check_format(data: DataConfig) -> None:
         raise ConfigError(f"data.format: 'dali' is read by the DALI pipeline, not by pipeline "
                           f"'{data.pipeline}'; leave data.pipeline at its default (or set 'dali'), "
                           f"or use format 'image_folder' with pipeline '{data.pipeline}'")
+
+
+def check_batch_fits(num_items: int, batch_size: int, world_size: int, path: str) -> None:
+    """Fail when training, which drops incomplete batches, would have no batch at all."""
+    per_process = num_items // world_size
+    if per_process < batch_size:
+        share = f", {per_process} for each of {world_size} processes" if world_size > 1 else ""
+        raise ConfigError(f"optimizer.batch_size: {batch_size} is more than the {num_items} "
+                          f"training images of data.train_path '{path}'{share}, so training "
+                          "would have no full batch; lower optimizer.batch_size or add images")
 
 
 def labelled_items(dataset: Dataset) -> Subset:
@@ -221,6 +238,8 @@ def build_dataset(data: DataConfig, split: str, transform: Optional[Transform],
             dataset = DATASETS.get(data.dataset)(path, from_train, transform, data)
     except FileNotFoundError as error:
         raise FileNotFoundError(f"{key}: {error}") from None
+    if data.skip_corrupt:
+        dataset = SkipUnreadable(dataset, key)
     if from_train and 0 < data.fraction < 1:
         dataset = stratified_subset(dataset, data.fraction)
     if split == "bank":

@@ -3,15 +3,17 @@ into one uint8 tensor), or batch by batch (workers read file bytes, the device d
 
 from __future__ import annotations
 
-from typing import Optional
+import io
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2.functional import pil_to_tensor, resize
 
 from solo.config import ConfigError
+from solo.data.decoding import UnreadableImageError, load_rgb, open_rgb
 
 
 # ----------------------------------------------------------------------------------------------
@@ -68,7 +70,8 @@ def _is_jpeg(data: Tensor) -> bool:
 
 class EncodedFiles(Dataset):
     """(index, JPEG bytes or, for other formats, the image decoded here, target): the workers
-    only read files, the device decodes."""
+    only read files, the device decodes. Other formats are decoded by PIL as on the CPU
+    pipeline (solo.data.decoding: 16-bit images scaled, every mode made RGB)."""
 
     def __init__(self, files: list[tuple[str, int]]) -> None:
         self.files = files
@@ -78,11 +81,29 @@ class EncodedFiles(Dataset):
 
     def __getitem__(self, index: int) -> tuple[int, Tensor, bool, int]:
         path, target = self.files[index]
-        with open(path, "rb") as handle:
-            data = torch.frombuffer(bytearray(handle.read()), dtype=torch.uint8)
+        try:
+            with open(path, "rb") as handle:
+                encoded = handle.read()
+        except OSError as error:
+            raise UnreadableImageError.of(path, error) from None
+        data = torch.frombuffer(bytearray(encoded), dtype=torch.uint8)
         if _is_jpeg(data):
             return index, data, True, target
-        return index, decode_image(data, mode=ImageReadMode.RGB), False, target
+        return index, pil_to_tensor(open_rgb(io.BytesIO(encoded), path)), False, target
+
+
+class FileImages(Dataset):
+    """(index, uint8 image (3, H, W), target) of image files, decoded on the CPU."""
+
+    def __init__(self, files: list[tuple[str, int]]) -> None:
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[int, Tensor, int]:
+        path, target = self.files[index]
+        return index, pil_to_tensor(load_rgb(path)), target
 
 
 def collate_encoded(items: list[tuple[int, Tensor, bool, int]]) -> tuple[Tensor, list[Tensor],
@@ -94,23 +115,40 @@ def collate_encoded(items: list[tuple[int, Tensor, bool, int]]) -> tuple[Tensor,
     return torch.tensor(indexes), list(encoded), list(is_jpeg), torch.tensor(targets)
 
 
-def _decode_one(data: Tensor, device: torch.device) -> Tensor:
+# (position in the batch, the error) -> an image to use instead, for data.skip_corrupt
+Replace = Callable[[int, UnreadableImageError], Tensor]
+
+
+def _decode_one(data: Tensor, device: torch.device, name: str, position: int,
+                replace: Optional[Replace]) -> Tensor:
     try:
         return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
     except RuntimeError:
-        # nvJPEG refuses some JPEGs that libjpeg reads (CMYK: about 22 in ImageNet)
-        return decode_jpeg(data.cpu(), mode=ImageReadMode.RGB).to(device, non_blocking=True)
+        pass
+    try:  # nvJPEG refuses some JPEGs that libjpeg reads (CMYK: about 22 in ImageNet)
+        image = decode_jpeg(data.cpu(), mode=ImageReadMode.RGB)
+    except RuntimeError as error:  # libjpeg too: a truncated or corrupt file
+        unreadable = UnreadableImageError.of(name, error)
+        if replace is None:
+            raise unreadable from None
+        image = replace(position, unreadable)
+    return image.to(device, non_blocking=True)
 
 
-def decode_on_device(encoded: list[Tensor], is_jpeg: list[bool], device: torch.device) -> list[Tensor]:
+def decode_on_device(encoded: list[Tensor], is_jpeg: list[bool], device: torch.device,
+                     name_of: Callable[[int], str] = str,
+                     replace: Optional[Replace] = None) -> list[Tensor]:
     """uint8 (3, H, W) images on ``device``: JPEGs decoded there in one batched call. A batch the
     device decoder refuses (one file it cannot read fails them all) is decoded file by file,
-    on the CPU for the files the device refuses."""
-    jpegs = [data for data, jpeg in zip(encoded, is_jpeg) if jpeg]
+    on the CPU for the files the device refuses; a file neither can decode is an
+    UnreadableImageError naming ``name_of(position in the batch)``, or, given ``replace``, is
+    replaced by what it returns."""
+    positions = [i for i, jpeg in enumerate(is_jpeg) if jpeg]
+    jpegs = [encoded[i] for i in positions]
     try:
         decoded = decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=device) if jpegs else []
     except RuntimeError:
-        decoded = [_decode_one(data, device) for data in jpegs]
+        decoded = [_decode_one(encoded[i], device, name_of(i), i, replace) for i in positions]
     images = iter(decoded)
     return [next(images) if jpeg else data.to(device, non_blocking=True)
             for data, jpeg in zip(encoded, is_jpeg)]

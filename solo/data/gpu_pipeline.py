@@ -26,9 +26,11 @@ from solo.config import ConfigError, ExperimentConfig
 from solo.data.augmentations import CIFAR_LIKE
 from solo.data.batch_augment import BatchMultiCrop
 from solo.data.batch_ops import resize_center_crop
-from solo.data.datasets import build_dataset, dataset_files
+from solo.data.datasets import build_dataset, check_batch_fits, dataset_files
+from solo.data.decoding import SkipUnreadable, UnreadableImageError, report_skipped
 from solo.data.device_images import (
     EncodedFiles,
+    FileImages,
     collate_encoded,
     decode_all,
     decode_on_device,
@@ -115,15 +117,24 @@ class _EpochBatchSampler:
 
 class StreamedBatches:
     """Batches of image files read by persistent worker processes and decoded on the device;
-    ``make_batch`` gets the batch's images as a list, their sizes differ."""
+    ``make_batch`` gets the batch's images as a list, their sizes differ. With ``skip_key``
+    (data.skip_corrupt; the key of the split's path) an unreadable file is replaced by the next
+    readable one, as on the CPU pipeline, but with that file's index (the CPU keeps the
+    position asked for)."""
 
     def __init__(self, files: list[tuple[str, int]], make_batch: Callable[..., Batch],
                  batch_size: int, train: bool, seed: int, epoch: Callable[[], int], rank: int,
-                 world_size: int, num_workers: int, device: torch.device) -> None:
-        self.make_batch, self.device = make_batch, device
+                 world_size: int, num_workers: int, device: torch.device,
+                 skip_key: Optional[str] = None) -> None:
+        self.make_batch, self.device, self.files = make_batch, device, files
         self.num_samples = len(files)  # the whole split, all processes together
         sampler = _EpochBatchSampler(len(files), batch_size, train, seed, epoch, rank, world_size)
-        self.loader = DataLoader(EncodedFiles(files), batch_sampler=sampler, num_workers=num_workers,
+        encoded, self.replacements = EncodedFiles(files), None
+        if skip_key is not None:  # PIL failures are replaced in the workers, JPEG ones here
+            encoded = SkipUnreadable(encoded, skip_key)
+            self.replacements = SkipUnreadable(FileImages(files), skip_key)
+        self.loader = DataLoader(encoded,
+                                 batch_sampler=sampler, num_workers=num_workers,
                                  collate_fn=collate_encoded, persistent_workers=num_workers > 0,
                                  pin_memory=device.type == "cuda")
 
@@ -132,7 +143,19 @@ class StreamedBatches:
 
     def __iter__(self) -> Iterator[Batch]:
         for indexes, encoded, is_jpeg, targets in self.loader:
-            images = decode_on_device(encoded, is_jpeg, self.device)  # a list: sizes differ
+            def name_of(position: int) -> str:  # read only when a file fails to decode
+                return self.files[int(indexes[position])][0]
+
+            def replace(position: int, error: UnreadableImageError) -> Tensor:
+                assert self.replacements is not None
+                report_skipped(error.path, error.reason)
+                # the served file's index and target, as for a file the workers replaced
+                indexes[position], image, targets[position] = self.replacements[
+                    int(indexes[position]) + 1]
+                return image
+
+            images = decode_on_device(encoded, is_jpeg, self.device, name_of,  # sizes differ
+                                      None if self.replacements is None else replace)
             yield self.make_batch(indexes.to(self.device, non_blocking=True), images,
                                   targets.to(self.device, non_blocking=True))
 
@@ -244,15 +267,20 @@ class GPUPipeline(LightningDataModule):
     def _batches(self, split: str, make: Callable[..., Batch], train: bool):
         source = self._split(split)
         size = self.cfg.optimizer.batch_size
+        place = self._place()
+        if train:
+            check_batch_fits(len(source) if isinstance(source, list) else len(source[0]), size,
+                             place["world_size"], self.cfg.data.train_path)
         if isinstance(source, list):
+            key = "data.val_path" if split == "val" else "data.train_path"
             return StreamedBatches(source, make, size, train, num_workers=self.cfg.data.num_workers,
-                                   **self._place())
+                                   skip_key=key if self.cfg.data.skip_corrupt else None, **place)
         images, targets = source
 
         def from_positions(positions: Tensor) -> Batch:
             return make(positions, images[positions], targets[positions])
 
-        return ResidentBatches(len(images), from_positions, size, train, **self._place())
+        return ResidentBatches(len(images), from_positions, size, train, **place)
 
     def train_dataloader(self):
         return self._batches("train", self._train_batch, train=True)

@@ -12,9 +12,10 @@ import os
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
-from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from solo.data.decoding import open_rgb
 
 if TYPE_CHECKING:
     import h5py
@@ -100,7 +101,7 @@ class H5Images(Dataset):
     def __getitem__(self, index: int) -> tuple[object, int]:
         key, label = self.samples[index]
         encoded = self._open()[key][()].tobytes()
-        image = Image.open(io.BytesIO(encoded)).convert("RGB")
+        image = open_rgb(io.BytesIO(encoded), f"{self.path}:{key}")
         if self.transform is not None:
             image = self.transform(image)
         return image, label

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from solo.config import ConfigError, ExperimentConfig
 from solo.data.augmentations import CIFAR_LIKE, MultiCropTransform, build_val_transform
-from solo.data.datasets import build_dataset, check_format
+from solo.data.datasets import build_dataset, check_batch_fits, check_format
 from solo.utils.registry import Registry, UnknownNameError
 
 PIPELINES: Registry[Callable[[ExperimentConfig], LightningDataModule]] = Registry("pipeline")
@@ -57,6 +57,9 @@ class CPUPipeline(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = build_dataset(self.cfg.data, "train", MultiCropTransform(self.cfg.augmentations))
+        world_size = self.trainer.world_size if self.trainer is not None else 1
+        check_batch_fits(len(dataset), self.cfg.optimizer.batch_size, world_size,
+                         self.cfg.data.train_path)
         return self._loader(dataset, train=True)
 
     def val_dataloader(self) -> list[DataLoader]:
@@ -67,10 +70,12 @@ class CPUPipeline(LightningDataModule):
 def validation_splits(cfg: ExperimentConfig) -> list[str]:
     """The splits behind the validation loaders of the contract, in order: "val", then "bank"
     (the labelled training images, read with the validation transform) as the kNN bank when kNN
-    is on; none without a ``val_path`` or with ``no_validation``."""
+    is on, unless ``knn_eval.bank_from_training`` takes the bank from the training steps; none
+    without a ``val_path`` or with ``no_validation``."""
     if not cfg.data.val_path or cfg.no_validation:
         return []
-    return ["val", "bank"] if cfg.knn_eval.enabled else ["val"]
+    bank_pass = cfg.knn_eval.enabled and not cfg.knn_eval.bank_from_training
+    return ["val", "bank"] if bank_pass else ["val"]
 
 
 # Whether "auto" picks the device pipeline for CIFAR and STL-10 on a GPU. Off until

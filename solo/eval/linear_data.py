@@ -30,7 +30,7 @@ from solo.config import (
     resolve_normalization,
 )
 from solo.data import build_dataset, build_transform, build_val_transform
-from solo.data.datasets import dataset_targets, stratified_subset
+from solo.data.datasets import check_batch_fits, dataset_targets, stratified_subset
 from solo.eval.features import extract_features
 from solo.eval.linear_config import LinearConfig
 from solo.utils.checkpoint import write_json_atomic
@@ -176,6 +176,10 @@ class LinearDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "setup() builds the datasets"
+        if self.cfg.mixes or self.cfg.finetune:  # full batches only (see _loader)
+            world_size = self.trainer.world_size if self.trainer is not None else 1
+            check_batch_fits(len(self.train_set), self.cfg.optimizer.batch_size, world_size,
+                             self.cfg.data.train_path)
         return self._loader(self.train_set, train=True)
 
     def val_dataloader(self) -> DataLoader:

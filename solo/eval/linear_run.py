@@ -2,7 +2,7 @@
 
 Runs write to ``<checkpoint.dir>/linear/<run id>/`` the layout of pretraining runs: ``args.json``,
 ``<name>-<run id>-ep=<N>.ckpt`` (when ``checkpoint.enabled``), ``logs/version_<K>/metrics.csv``,
-and ``train_subset.json`` when ``data.fraction`` keeps a subset.
+``train_subset.json`` when ``data.fraction`` keeps a subset, and ``curves.png`` (with matplotlib).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from solo.eval.linear import LinearModel
 from solo.eval.linear_config import LinearConfig
 from solo.eval.linear_data import LinearDataModule
 from solo.pretrain import RUN_ID_VARIABLE, build_loggers, trainer_kwargs
+from solo.plot import write_run_curves
 from solo.utils.checkpoint import Checkpointer, new_run_id
 from solo.utils.resume import RESTART_CHANGES, find_resume_point, run_id_of, schema_defaults
 from solo.utils.schema import ConfigError
@@ -99,6 +100,8 @@ def linear_eval(cfg: LinearConfig) -> LinearResult:
     if "val_acc1" not in metrics:  # resumed from the last epoch's checkpoint: nothing left to fit
         validated = trainer.validate(model, datamodule=datamodule, verbose=False)
         metrics.update({k: float(v) for k, v in (validated[0] if validated else {}).items()})
+    if trainer.is_global_zero:
+        write_run_curves(run_dir)  # curves.png beside the CSV logs
     return LinearResult(run_dir, pretrained, metrics, epochs=trainer.current_epoch,
                         train_images=images_trained_on(trainer, datamodule.sizes()["train_images"],
                                                        cfg.optimizer.batch_size),

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Mapping, Optional
 
 import lightning.pytorch as pl
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from solo.backbones import build_backbone, feature_width, is_convolutional
@@ -19,7 +20,8 @@ from solo.config import SMALL_IMAGE_DATASETS, ConfigError, ExperimentConfig, par
 from solo.nn import FeatureQueue, OnlineProbe, WeightedKNN
 from solo.methods.state_dict import upgrade_state_dict
 from solo.utils.lightning_hooks import accumulation, log_host_values, with_schedule
-from solo.utils.distributed import gather_padded
+from solo.utils.distributed import gather_padded, world_size
+from solo.utils.monitoring import CollapseMonitor
 from solo.utils.optim import (GroupOptions, build_optimizer, clip_grad_per_parameter, param_groups,
                               restore_fixed_lrs, scaled_lr, schedule_weight_decay)
 from solo.utils.precision import set_tf32
@@ -84,8 +86,12 @@ class BaseMethod(pl.LightningModule):
         self.num_features: int = feature_width(backbone, image_size)
         self.classifier = OnlineProbe(self.num_features, cfg.num_classes)  # solo-learn's name
         self.num_large_crops = cfg.num_large_crops
-        self.knn = WeightedKNN(cfg.knn_eval.k, cfg.knn_eval.temperature,
-                               cfg.knn_eval.distance_func) if cfg.knn_eval.enabled else None
+        knn = cfg.knn_eval
+        self.knn = WeightedKNN(knn.k, knn.temperature, knn.distance_func, knn.chunk_size,
+                               knn.max_bank_on_device, getattr(torch, knn.bank_dtype)
+                               ) if knn.enabled else None
+        # RankMe and normalized std of the first validation embeddings: warns once on collapse
+        self.collapse_monitor = CollapseMonitor()
         self.channels_last = False  # switched on in configure_model for GPUs
         self.queues: list[FeatureQueue] = []  # filled by add_queue
         self._optimizer_steps_seen = 0
@@ -181,6 +187,8 @@ class BaseMethod(pl.LightningModule):
         large = torch.cat(large_feats)
         targets = encoded.targets.repeat(len(large_feats))
         probe_loss, probe_logs = self.classifier.loss(large, targets)
+        if self.knn is not None and self.cfg.knn_eval.bank_from_training:
+            self.knn.add_bank(large, targets)  # a detached copy; unlabelled rows do not vote
         extra_loss, extra_logs = self.extra_training_losses(encoded)
         logs = {**{f"train_{k}": v for k, v in logs.items()}, "train_probe_loss": probe_logs["loss"],
                 "train_acc1": probe_logs["acc1"], "train_acc5": probe_logs["acc5"], **extra_logs}
@@ -200,8 +208,9 @@ class BaseMethod(pl.LightningModule):
     # validation: probe accuracy on the val set, kNN of val images against a train-set bank
     # ------------------------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
-        if self.knn is not None:
-            self.knn.reset()
+        if self.knn is not None:  # a bank from training was filled since the last validation
+            self.knn.reset(bank=not self.cfg.knn_eval.bank_from_training)
+        self.collapse_monitor.reset()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int,
                         dataloader_idx: int = 0) -> None:
@@ -213,14 +222,33 @@ class BaseMethod(pl.LightningModule):
                           sync_dist=True, add_dataloader_idx=False, batch_size=len(images))
             if self.knn is not None:
                 self.knn.add_queries(feats, targets)
+            self.monitor_collapse(feats)
         elif self.knn is not None:
             self.knn.add_bank(feats, targets)
 
+    def monitor_collapse(self, feats: Tensor) -> None:
+        """Keep the first validation features, and their normalized projections when the method
+        has a ``projector``, for ``CollapseMonitor`` (not while Lightning's sanity check runs:
+        an untrained network is not a collapsed one)."""
+        if self._trainer is not None and self.trainer.sanity_checking:
+            return
+        monitor, world = self.collapse_monitor, world_size()
+        monitor.add("feats", feats, world)
+        projector = getattr(self, "projector", None)
+        if isinstance(projector, nn.Module) and monitor.room("proj", world) > 0:
+            monitor.add("proj", F.normalize(projector(feats[:monitor.room("proj", world)]), dim=-1),
+                        world)
+
     def on_validation_epoch_end(self) -> None:
+        metrics = self.collapse_monitor.compute(gather=gather_padded)
+        if metrics:
+            self.log_dict({f"val_{k}": v for k, v in metrics.items()}, sync_dist=True)
+            self.collapse_monitor.check(metrics)
+            self.collapse_monitor.reset()
         if self.knn is None or not self.knn.ready:
             return
-        # the processes' banks may differ in length: padded with unlabelled rows, which the
-        # vote leaves out
+        # the queries of every process are gathered (padded with unlabelled rows, not scored);
+        # each process's bank stays where it is
         acc1, acc5 = self.knn.compute(self.cfg.num_classes, gather=gather_padded)
         self.log_dict({"knn_acc1": acc1, "knn_acc5": acc5}, sync_dist=True)
         self.knn.reset()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
@@ -78,6 +79,9 @@ def test_linear_keeps_pretrained_backbone_and_resumes(pretrained: Path, cifar_mi
     assert args["cfg"]["optimizer"]["lr"] == 0.1
     metrics = (run_dir / "logs" / "version_0" / "metrics.csv").read_text()
     assert "val_acc1" in metrics.splitlines()[0]
+    # the run ends with its curves drawn, where the plot extra (matplotlib) is installed
+    if importlib.util.find_spec("matplotlib"):
+        assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the saved classifier holds the pretrained backbone untouched, BN statistics included
     saved, original = backbone_weights(checkpoint), backbone_weights(pretrained)
     assert saved.keys() == original.keys()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -115,6 +116,9 @@ def test_unmodified_solo_learn_yaml_trains_and_checkpoints(cifar_mini: Path, tmp
     args = json.loads((run_dirs[0] / "args.json").read_text())
     assert args["run_id"] == run_id and args["cfg"]["optimizer"]["lr"] == 1.0
     assert (run_dirs[0] / "logs" / "version_0" / "metrics.csv").exists()
+    # the run ends with its curves drawn, where the plot extra (matplotlib) is installed
+    if importlib.util.find_spec("matplotlib"):
+        assert (run_dirs[0] / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     model = BYOL.load_from_checkpoint(checkpoint, map_location="cpu")  # no config needed
     assert model.cfg.name == "byol-cifar10" and model.cfg.trainer["precision"] == 16
