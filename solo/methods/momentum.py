@@ -114,7 +114,7 @@ class MomentumMethod(BaseMethod):
 
     def on_train_start(self) -> None:
         super().on_train_start()
-        self.tau = cosine_tau(self.trainer.global_step, int(self.trainer.estimated_stepping_batches),
+        self.tau = cosine_tau(self.trainer.global_step, self.total_steps,
                               self.cfg.momentum.base_tau, self.cfg.momentum.final_tau)
 
     @torch.no_grad()
@@ -128,6 +128,6 @@ class MomentumMethod(BaseMethod):
         if not self._momentum_pairs:
             return
         self.momentum_update(self.tau)
-        self.tau = cosine_tau(step, int(self.trainer.estimated_stepping_batches),
+        self.tau = cosine_tau(step, self.total_steps,
                               self.cfg.momentum.base_tau, self.cfg.momentum.final_tau)
         log_host_values(self, {"tau": self.tau})
