@@ -23,10 +23,14 @@ def add_hydra_defaults(argv: list[str]) -> None:
 def exit_on_user_error() -> Iterator[None]:
     """A bad config, an unreadable checkpoint or a missing extra: one line on stderr, exit 2
     (no traceback: the message names the key, file or package to fix)."""
+    from solo.utils.checkpoint import CheckpointWriteError
     from solo.zoo import CheckpointError
 
     try:
         yield
+    except CheckpointWriteError as error:  # disk full: not the user's config, but one line too
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         sys.exit(2)

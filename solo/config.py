@@ -282,9 +282,17 @@ class CheckpointConfig:
     dir: str = "trained_models"
     frequency: int = 1  # epochs between checkpoints
     keep_prev: bool = False  # keep every checkpoint instead of only the newest
+    # also save inside epochs, every this many optimizer steps and/or minutes: the most work a
+    # SIGKILL can lose (SIGTERM / SIGUSR1 save the current step whatever these are)
+    every_n_steps: Optional[int] = None
+    every_n_minutes: Optional[float] = None
 
     def __post_init__(self) -> None:
         check(self.frequency >= 1, "frequency", f"must be >= 1, got {self.frequency}")
+        check(self.every_n_steps is None or self.every_n_steps >= 1, "every_n_steps",
+              f"must be >= 1 or null, got {self.every_n_steps}")
+        check(self.every_n_minutes is None or self.every_n_minutes > 0, "every_n_minutes",
+              f"must be > 0 or null, got {self.every_n_minutes}")
 
 
 @dataclass

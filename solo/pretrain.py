@@ -20,7 +20,9 @@ from solo.eval.umap import build_auto_umap
 from solo.methods import METHODS
 from solo.plot import write_run_curves
 from solo.utils.checkpoint import Checkpointer, new_run_id
+from solo.utils.preemption import TrainingInterrupted
 from solo.utils.precision import gpu_supports_bf16
+from solo.utils.random_state import StepSeeds
 from solo.utils.resume import find_resume_point, run_id_of, schema_defaults
 
 RUN_ID_VARIABLE = "SOLO_RUN_ID"
@@ -99,6 +101,8 @@ class PretrainResult:
     before: dict[str, float] = field(default_factory=dict)  # validation before training
     is_global_zero: bool = True  # the process that reports
     model: Optional[pl.LightningModule] = None  # the trained method, for callers in Python
+    # set when a SIGTERM / SIGUSR1 stopped training: its signal, step and checkpoint
+    interrupted: Optional[TrainingInterrupted] = None
 
 
 def pretrain(cfg: ExperimentConfig) -> PretrainResult:
@@ -127,11 +131,15 @@ def pretrain(cfg: ExperimentConfig) -> PretrainResult:
     if cfg.data.skip_corrupt:  # where every process (workers, DDP ranks) lists skipped files
         os.environ[SKIPPED_FILES_VARIABLE] = str(run_dir / SKIPPED_FILES)
 
-    callbacks: list[pl.Callback] = []
+    # each step's random numbers keyed by its place in training, so a resumed run draws the same
+    callbacks: list[pl.Callback] = [StepSeeds(cfg.seed)]
     if cfg.checkpoint.enabled:
         callbacks.append(Checkpointer(run_dir, cfg.name, run_id, {"cfg": cfg.to_dict()},
                                       cfg.checkpoint.frequency, cfg.checkpoint.keep_prev,
-                                      resumed_from=resume_from))
+                                      resumed_from=resume_from,
+                                      every_n_steps=cfg.checkpoint.every_n_steps,
+                                      every_n_minutes=cfg.checkpoint.every_n_minutes,
+                                      handle_signals=True))
     if cfg.auto_umap.enabled:
         callbacks.append(build_auto_umap(cfg, run_id))
     if cfg.trainer.get("enable_progress_bar", True):
@@ -147,6 +155,8 @@ def pretrain(cfg: ExperimentConfig) -> PretrainResult:
         result.before = {k: float(v) for k, v in before.items()}
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume_from)
+    except TrainingInterrupted as stop:  # the checkpoint of this step is written: stop cleanly
+        result.interrupted = stop
     finally:
         os.environ.pop(RUN_ID_VARIABLE, None)
         skipped = os.environ.pop(SKIPPED_FILES_VARIABLE, None)
@@ -162,6 +172,14 @@ def pretrain(cfg: ExperimentConfig) -> PretrainResult:
 def summary(cfg: ExperimentConfig, result: PretrainResult) -> str:
     """A few lines for the end of a run: the kNN accuracy before and after, the probe accuracy."""
     lines = [f"run directory: {result.run_dir}"]
+    stop = result.interrupted
+    if stop is not None:  # the metrics of a run cut short would read as its results
+        lines.append(f"interrupted by {stop.signal_name} at step {stop.step} (epoch {stop.epoch}); "
+                     f"checkpoint: {stop.checkpoint}")
+        lines.append("the SLURM job is requeued and continues from it" if stop.requeued else
+                     "to continue, rerun the same command with ++auto_resume.enabled=True, or "
+                     f"with ++resume_from_checkpoint={stop.checkpoint}")
+        return "\n".join(lines)
     if "knn_acc1" in result.metrics:
         k = cfg.knn_eval
         before = result.before.get("knn_acc1")

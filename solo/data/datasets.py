@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import Any, Callable, Optional
 
 import numpy as np
+import torch
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 from torchvision.datasets import ImageFolder
@@ -174,8 +175,27 @@ def dataset_files(dataset: Dataset) -> Optional[list[tuple[str, int]]]:
     return None
 
 
+class seeded_torch:
+    """Torch's CPU generator seeded for the block, then put back as it was: the torchvision
+    transforms of solo/data/augmentations.py draw from it (and nothing else: no python
+    ``random``, no numpy), so a seed per image fixes its views."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def __enter__(self) -> None:
+        self.state = torch.default_generator.get_state()
+        torch.default_generator.manual_seed(self.seed)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.default_generator.set_state(self.state)
+
+
 class IndexedDataset(Dataset):
-    """Training items as ``(index, views, target)``; ``index`` is the item's position here."""
+    """Training items as ``(index, views, target)``; ``index`` is the item's position here.
+
+    A key ``(index, seed)`` (solo.data.epochs.EpochSampler's) makes the item's views with torch's
+    generator seeded by ``seed``: the same views in any worker process, and in a resumed run."""
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
@@ -183,9 +203,14 @@ class IndexedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> tuple[int, Any, int]:
-        views, target = self.dataset[index]
-        return index, views, target
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[int, Any, int]:
+        if isinstance(key, tuple):
+            index, seed = key
+            with seeded_torch(seed):
+                views, target = self.dataset[index]
+            return index, views, target
+        views, target = self.dataset[key]
+        return key, views, target
 
 
 def check_format(data: DataConfig) -> None:

@@ -37,7 +37,9 @@ from solo.data.device_images import (
     pad_batch,
     shrink_oversized,
 )
+from solo.data.epochs import ResumableData, Start, batches_per_epoch, epoch_order
 from solo.data.pipelines import PIPELINES, validation_splits
+from solo.utils.random_state import mix_seed
 
 Batch = tuple[Tensor, ...]
 GIB = 1024**3
@@ -46,40 +48,17 @@ GIB = 1024**3
 # ----------------------------------------------------------------------------------------------
 # iterables of batches (what the LightningDataModule hands to the trainer)
 # ----------------------------------------------------------------------------------------------
-def epoch_order(num_items: int, shuffle: bool, drop_last: bool, seed: int, epoch: int, rank: int,
-                world_size: int, device: torch.device) -> Tensor:
-    """This process's item positions for one epoch: one permutation shared by all processes
-    (seeded by the epoch), split by rank; without drop_last padded by wrapping around so every
-    process gets as many items (as DistributedSampler does)."""
-    if shuffle:
-        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        order = torch.randperm(num_items, generator=generator)
-    else:
-        order = torch.arange(num_items)
-    if drop_last:
-        order = order[: num_items - num_items % world_size]
-    else:
-        total = math.ceil(num_items / world_size) * world_size
-        order = torch.cat([order, order[: total - num_items]]) if total > num_items else order
-    return order[rank::world_size].to(device)  # one small copy per epoch
-
-
-def batches_per_epoch(num_items: int, batch_size: int, train: bool, world_size: int) -> int:
-    """Training drops the incomplete last batch (and the items no rank can share); validation
-    keeps every item, padded so that all ranks get as many."""
-    if train:
-        return num_items // world_size // batch_size
-    return math.ceil(math.ceil(num_items / world_size) / batch_size)
-
-
 class ResidentBatches:
-    """Batches drawn from a split held on the device; ``make_batch`` turns positions into a batch."""
+    """Batches drawn from a split held on the device; ``make_batch`` turns positions and the
+    batch's key (epoch, batch index in it) into a batch. ``start`` (training only) gives, once
+    after a resume, the (epoch, batches already trained) to continue from."""
 
-    def __init__(self, num_items: int, make_batch: Callable[[Tensor], Batch], batch_size: int,
-                 train: bool, seed: int, epoch: Callable[[], int], rank: int, world_size: int,
-                 device: torch.device) -> None:
+    def __init__(self, num_items: int, make_batch: Callable[[Tensor, tuple[int, int]], Batch],
+                 batch_size: int, train: bool, seed: int, epoch: Callable[[], int], rank: int,
+                 world_size: int, device: torch.device,
+                 start: Callable[[], Start] = lambda: None) -> None:
         self.num_items, self.make_batch, self.batch_size = num_items, make_batch, batch_size
-        self.train, self.seed, self.epoch = train, seed, epoch
+        self.train, self.seed, self.epoch, self.start = train, seed, epoch, start
         self.rank, self.world_size, self.device = rank, world_size, device
 
     @property
@@ -91,27 +70,32 @@ class ResidentBatches:
         return batches_per_epoch(self.num_items, self.batch_size, self.train, self.world_size)
 
     def __iter__(self) -> Iterator[Batch]:
-        order = epoch_order(self.num_items, self.train, self.train, self.seed, self.epoch(),
+        start = self.start()
+        epoch, skip = start if start is not None else (self.epoch(), 0)
+        order = epoch_order(self.num_items, self.train, self.train, self.seed, epoch,
                             self.rank, self.world_size, self.device)
-        for step in range(len(self)):
-            yield self.make_batch(order[step * self.batch_size: (step + 1) * self.batch_size])
+        for step in range(skip, len(self)):
+            yield self.make_batch(order[step * self.batch_size: (step + 1) * self.batch_size],
+                                  (epoch, step))
 
 
 class _EpochBatchSampler:
-    """This process's batches of file positions, the epoch's order computed when iterated."""
+    """This process's batches of file positions, the epoch's order computed when iterated, from
+    batch ``skip`` of epoch ``epoch`` as set by ``StreamedBatches`` just before."""
 
-    def __init__(self, num_items: int, batch_size: int, train: bool, seed: int,
-                 epoch: Callable[[], int], rank: int, world_size: int) -> None:
+    def __init__(self, num_items: int, batch_size: int, train: bool, seed: int, rank: int,
+                 world_size: int) -> None:
         self.num_items, self.batch_size, self.train, self.seed = num_items, batch_size, train, seed
-        self.epoch, self.rank, self.world_size = epoch, rank, world_size
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.skip = 0, 0
 
     def __len__(self) -> int:
         return batches_per_epoch(self.num_items, self.batch_size, self.train, self.world_size)
 
     def __iter__(self) -> Iterator[list[int]]:
-        order = epoch_order(self.num_items, self.train, self.train, self.seed, self.epoch(),
+        order = epoch_order(self.num_items, self.train, self.train, self.seed, self.epoch,
                             self.rank, self.world_size, torch.device("cpu")).tolist()
-        for step in range(len(self)):
+        for step in range(self.skip, len(self)):
             yield order[step * self.batch_size: (step + 1) * self.batch_size]
 
 
@@ -125,10 +109,12 @@ class StreamedBatches:
     def __init__(self, files: list[tuple[str, int]], make_batch: Callable[..., Batch],
                  batch_size: int, train: bool, seed: int, epoch: Callable[[], int], rank: int,
                  world_size: int, num_workers: int, device: torch.device,
-                 skip_key: Optional[str] = None) -> None:
+                 skip_key: Optional[str] = None, start: Callable[[], Start] = lambda: None) -> None:
         self.make_batch, self.device, self.files = make_batch, device, files
+        self.epoch, self.start = epoch, start
         self.num_samples = len(files)  # the whole split, all processes together
-        sampler = _EpochBatchSampler(len(files), batch_size, train, seed, epoch, rank, world_size)
+        self.sampler = sampler = _EpochBatchSampler(len(files), batch_size, train, seed, rank,
+                                                    world_size)
         encoded, self.replacements = EncodedFiles(files), None
         if skip_key is not None:  # PIL failures are replaced in the workers, JPEG ones here
             encoded = SkipUnreadable(encoded, skip_key)
@@ -142,7 +128,10 @@ class StreamedBatches:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[Batch]:
-        for indexes, encoded, is_jpeg, targets in self.loader:
+        start = self.start()
+        epoch, skip = start if start is not None else (self.epoch(), 0)
+        self.sampler.epoch, self.sampler.skip = epoch, skip  # read when the loader iterates
+        for step, (indexes, encoded, is_jpeg, targets) in enumerate(self.loader, start=skip):
             def name_of(position: int) -> str:  # read only when a file fails to decode
                 return self.files[int(indexes[position])][0]
 
@@ -157,15 +146,17 @@ class StreamedBatches:
             images = decode_on_device(encoded, is_jpeg, self.device, name_of,  # sizes differ
                                       None if self.replacements is None else replace)
             yield self.make_batch(indexes.to(self.device, non_blocking=True), images,
-                                  targets.to(self.device, non_blocking=True))
+                                  targets.to(self.device, non_blocking=True), (epoch, step))
 
 
 # ----------------------------------------------------------------------------------------------
 # the data module
 # ----------------------------------------------------------------------------------------------
 @PIPELINES.register("gpu")
-class GPUPipeline(LightningDataModule):
-    """Views made on the training device in batches; see the module docstring."""
+class GPUPipeline(ResumableData, LightningDataModule):
+    """Views made on the training device in batches; see the module docstring. The views of a
+    batch are drawn with a generator seeded by (seed, epoch, batch, rank), and a resumed run
+    continues the epoch's order where the checkpoint was written (solo/data/epochs.py)."""
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         super().__init__()
@@ -198,11 +189,13 @@ class GPUPipeline(LightningDataModule):
         return {"seed": self.cfg.seed, "epoch": epoch, "rank": rank, "world_size": world,
                 "device": self.device}
 
-    def _augment_generator(self) -> torch.Generator:
+    def _augment_generator(self, key: tuple[int, int]) -> torch.Generator:
+        """The views' generator, seeded for the batch ``key`` (epoch, batch index): keyed, not a
+        stream, so a resumed run draws the uninterrupted run's views."""
         if self.generator is None or self.generator.device != self.device:
-            rank = self.trainer.global_rank if self.trainer is not None else 0
-            self.generator = torch.Generator(self.device).manual_seed(self.cfg.seed * 1009 + rank)
-        return self.generator
+            self.generator = torch.Generator(self.device)
+        rank = self.trainer.global_rank if self.trainer is not None else 0
+        return self.generator.manual_seed(mix_seed(self.cfg.seed, 0x69B, *key, rank))
 
     # -- reading a split once --------------------------------------------------------------------
     def _split(self, split: str) -> tuple[Tensor, Tensor] | list[tuple[str, int]]:
@@ -241,11 +234,12 @@ class GPUPipeline(LightningDataModule):
         return len(dataset) * 3 * width * height <= self.cfg.data.resident_max_gb * GIB
 
     # -- batches -----------------------------------------------------------------------------------
-    def _train_batch(self, indexes: Tensor, images: Tensor | list[Tensor], targets: Tensor) -> Batch:
+    def _train_batch(self, indexes: Tensor, images: Tensor | list[Tensor], targets: Tensor,
+                     key: tuple[int, int] = (0, 0)) -> Batch:
         sizes = None
         if isinstance(images, list):  # streamed, sizes differ: padded into one tensor
             images, sizes = pad_batch(shrink_oversized(images, self.max_short_side))
-        return indexes, self.multicrop(images, sizes, self._augment_generator()), targets
+        return indexes, self.multicrop(images, sizes, self._augment_generator(key)), targets
 
     def _val_images(self, images: Tensor | list[Tensor]) -> Tensor:
         if self.cfg.data.dataset in CIFAR_LIKE:  # resized to the crop, as build_val_transform
@@ -261,26 +255,29 @@ class GPUPipeline(LightningDataModule):
             self.mean, self.std = self.mean.to(views.device), self.std.to(views.device)
         return (views - self.mean) / self.std
 
-    def _val_batch(self, indexes: Tensor, images: Tensor | list[Tensor], targets: Tensor) -> Batch:
+    def _val_batch(self, indexes: Tensor, images: Tensor | list[Tensor], targets: Tensor,
+                   key: tuple[int, int] = (0, 0)) -> Batch:
         return self._val_images(images), targets
 
     def _batches(self, split: str, make: Callable[..., Batch], train: bool):
         source = self._split(split)
         size = self.cfg.optimizer.batch_size
         place = self._place()
+        resume = {"start": self.take_start} if train else {}
         if train:
             check_batch_fits(len(source) if isinstance(source, list) else len(source[0]), size,
                              place["world_size"], self.cfg.data.train_path)
         if isinstance(source, list):
             key = "data.val_path" if split == "val" else "data.train_path"
             return StreamedBatches(source, make, size, train, num_workers=self.cfg.data.num_workers,
-                                   skip_key=key if self.cfg.data.skip_corrupt else None, **place)
+                                   skip_key=key if self.cfg.data.skip_corrupt else None, **place,
+                                   **resume)
         images, targets = source
 
-        def from_positions(positions: Tensor) -> Batch:
-            return make(positions, images[positions], targets[positions])
+        def from_positions(positions: Tensor, key: tuple[int, int]) -> Batch:
+            return make(positions, images[positions], targets[positions], key)
 
-        return ResidentBatches(len(images), from_positions, size, train, **place)
+        return ResidentBatches(len(images), from_positions, size, train, **place, **resume)
 
     def train_dataloader(self):
         return self._batches("train", self._train_batch, train=True)

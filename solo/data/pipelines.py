@@ -27,14 +27,17 @@ from torch.utils.data import DataLoader, Dataset
 from solo.config import ConfigError, ExperimentConfig
 from solo.data.augmentations import CIFAR_LIKE, MultiCropTransform, build_val_transform
 from solo.data.datasets import build_dataset, check_batch_fits, check_format
+from solo.data.epochs import EpochSampler, ResumableData
 from solo.utils.registry import Registry, UnknownNameError
 
 PIPELINES: Registry[Callable[[ExperimentConfig], LightningDataModule]] = Registry("pipeline")
 
 
 @PIPELINES.register("cpu")
-class CPUPipeline(LightningDataModule):
-    """Decodes and augments on the CPU, in the data loader's worker processes."""
+class CPUPipeline(ResumableData, LightningDataModule):
+    """Decodes and augments on the CPU, in the data loader's worker processes. The training order
+    is the epoch's permutation split by rank (solo.data.epochs.EpochSampler) and every image's
+    views are drawn from a seed of its own, so a resumed run continues the epoch exactly."""
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         super().__init__()
@@ -45,10 +48,17 @@ class CPUPipeline(LightningDataModule):
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         workers = self.cfg.data.num_workers
+        sampler = None
+        if train:
+            trainer = self.trainer
+            rank, world = ((trainer.global_rank, trainer.world_size) if trainer is not None
+                           else (0, 1))
+            sampler = EpochSampler(dataset, self.cfg.optimizer.batch_size, self.cfg.seed, rank,
+                                   world, self.current_epoch, self.take_start)
         return DataLoader(
             dataset,
             batch_size=self.cfg.optimizer.batch_size,
-            shuffle=train,
+            sampler=sampler,
             drop_last=train,  # every step sees a full batch: batch statistics and losses assume B
             num_workers=workers,
             persistent_workers=workers > 0,  # no worker restart (and dataset reload) each epoch

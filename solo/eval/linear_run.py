@@ -84,7 +84,9 @@ def linear_eval(cfg: LinearConfig) -> LinearResult:
                                                      "backbone": pretrained.backbone_name,
                                                      "source_format": pretrained.source_format}}
         callbacks.append(Checkpointer(run_dir, cfg.name, run_id, args, cfg.checkpoint.frequency,
-                                      cfg.checkpoint.keep_prev, resumed_from=resume_from))
+                                      cfg.checkpoint.keep_prev, resumed_from=resume_from,
+                                      every_n_steps=cfg.checkpoint.every_n_steps,
+                                      every_n_minutes=cfg.checkpoint.every_n_minutes))
     trainer = pl.Trainer(logger=build_loggers(cfg, run_dir, run_id),  # type: ignore[arg-type]
                          callbacks=callbacks, **trainer_kwargs(cfg))  # type: ignore[arg-type]
     model = LinearModel(pretrained.backbone, cfg)

@@ -356,8 +356,15 @@ class BaseMethod(pl.LightningModule):
         # after a resume the restored global_step says how many steps are already done
         self._optimizer_steps_seen = self.trainer.global_step
 
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # right after the step, before any callback's on_train_batch_end: a checkpoint written
+        # there holds this step's EMA update. Lightning counts the step once this returns
+        self._optimizer_steps_seen = self.trainer.global_step + 1
+        self.after_optimizer_step(self._optimizer_steps_seen)
+
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        step = self.trainer.global_step
+        step = self.trainer.global_step  # a step optimizer_step did not see (manual optimization)
         if step != self._optimizer_steps_seen:  # accumulating gradients: no step yet
             self._optimizer_steps_seen = step
             self.after_optimizer_step(step)

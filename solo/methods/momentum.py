@@ -130,4 +130,4 @@ class MomentumMethod(BaseMethod):
         self.momentum_update(self.tau)
         self.tau = cosine_tau(step, self.total_steps,
                               self.cfg.momentum.base_tau, self.cfg.momentum.final_tau)
-        log_host_values(self, {"tau": self.tau})
+        log_host_values(self, {"tau": self.tau}, step)  # inside optimizer_step: not yet counted

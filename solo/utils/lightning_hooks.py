@@ -13,12 +13,14 @@ from solo.utils.optim import restore_fixed_lrs
 from solo.utils.schedules import build_scheduler
 
 
-def log_host_values(module: pl.LightningModule, values: dict[str, float]) -> None:
+def log_host_values(module: pl.LightningModule, values: dict[str, float],
+                    step: int | None = None) -> None:
     """Log Python numbers on the logger's steps only: logging one copies it to the device, and
     that copy waits for the device's queue to drain. ``log_every_n_steps: 0`` logs no steps, as
-    in Lightning."""
+    in Lightning. ``step``: the step count to judge by, the trainer's global step by default."""
     every = module.trainer.log_every_n_steps
-    if every and module.trainer.global_step % every == 0:
+    step = module.trainer.global_step if step is None else step
+    if every and step % every == 0:
         module.log_dict(values, on_step=True, on_epoch=False)
 
 

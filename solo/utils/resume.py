@@ -18,7 +18,8 @@ from typing import Any, Sequence
 # config must be equal (the lr is scaled to the new global batch when devices change)
 RESTART_CHANGES = (
     "data.train_path", "data.val_path", "data.num_workers", "backbone.pretrained", "checkpoint.dir",
-    "checkpoint.frequency", "checkpoint.keep_prev", "auto_resume.*", "resume_from_checkpoint",
+    "checkpoint.frequency", "checkpoint.keep_prev", "checkpoint.every_n_steps",
+    "checkpoint.every_n_minutes", "auto_resume.*", "resume_from_checkpoint",
     "wandb.*", "dali.device", "num_nodes", "performance.compile", "performance.compile_mode",
     "performance.compile_backend", "performance.disable_channel_last",
     "performance.progress_bar_refresh_rate", "trainer.devices", "trainer.num_nodes",
@@ -110,10 +111,25 @@ def run_id_of(checkpoint: str | Path) -> str | None:
         return None
 
 
+# ``...-ep=<epoch>.ckpt`` at an epoch's end, ``...-ep=<epoch>-step=<global step>.ckpt`` inside it
+_CHECKPOINT_NAME = re.compile(r"-ep=(\d+)(?:-step=(\d+))?$")
+
+
 def epoch_of(checkpoint: Path) -> int:
-    """The epoch in a checkpoint's name (``...-ep=<epoch>.ckpt``), -1 when the name has none."""
-    match = re.search(r"-ep=(\d+)$", Path(checkpoint).stem)
+    """The epoch in a checkpoint's name (``...-ep=<epoch>[-step=<step>].ckpt``), -1 when the name
+    has none."""
+    match = _CHECKPOINT_NAME.search(Path(checkpoint).stem)
     return int(match.group(1)) if match else -1
+
+
+def position_of(checkpoint: Path) -> tuple[int, int, int]:
+    """How far into training a checkpoint's name says it is, as a sort key: (epoch, 1 at the
+    epoch's end else 0, step inside it); (-1, 0, 0) for a name of another form."""
+    match = _CHECKPOINT_NAME.search(Path(checkpoint).stem)
+    if not match:
+        return (-1, 0, 0)
+    step = match.group(2)
+    return (int(match.group(1)), 0 if step is not None else 1, int(step or 0))
 
 
 def find_resume_point(checkpoint_dir: str | Path, method: str, cfg: dict[str, Any],
@@ -122,7 +138,7 @@ def find_resume_point(checkpoint_dir: str | Path, method: str, cfg: dict[str, An
     """The newest ``.ckpt`` of a compatible run in ``<checkpoint_dir>/<method>/`` younger than
     ``max_hours``: a run whose resolved config equals ``cfg`` but for ``allowed`` changes (see
     ``config_differences``). A run of the same name that differs is reported, not continued."""
-    best: tuple[tuple[float, int], ResumePoint] | None = None
+    best: tuple[tuple[float, int, int, int], ResumePoint] | None = None
     now = time.time()
     for args_file in sorted(Path(checkpoint_dir, method).glob("*/args.json")):
         try:
@@ -142,7 +158,7 @@ def find_resume_point(checkpoint_dir: str | Path, method: str, cfg: dict[str, An
                       f"differs: {shown}")
             continue
         for ckpt in young:
-            key = (ckpt.stat().st_mtime, epoch_of(ckpt))
+            key = (ckpt.stat().st_mtime, *position_of(ckpt))
             if best is None or key > best[0]:
                 best = (key, ResumePoint(ckpt, saved["run_id"]))
     return best[1] if best else None

@@ -115,7 +115,7 @@ def test_streamed_epochs_reshuffle_with_persistent_workers(cifar_mini: Path) -> 
     cfg = pipeline_config(cifar_mini)
     files = dataset_files(build_dataset(cfg.data, "train", None, indexed=False))[:64]
     epoch = [0]
-    batches = StreamedBatches(files, lambda indexes, images, targets: (indexes, targets),
+    batches = StreamedBatches(files, lambda indexes, images, targets, key: (indexes, targets),
                               16, True, 5, lambda: epoch[0], 0, 1, 2, torch.device("cpu"))
     first = torch.cat([indexes for indexes, _ in batches])
     workers = batches.loader._iterator  # the worker processes of this epoch
