@@ -137,33 +137,43 @@ def test_bad_config_fails_before_reading_data(override: str, expected: str, tmp_
     assert expected in result.stderr, result.stderr[-2000:]
 
 
-def test_sigkill_mid_epoch_then_rerun_resumes(cifar_mini: Path, tmp_path: Path) -> None:
-    cmd = command(ROOT / "scripts" / "pretrain" / "cifar",
-                  *fast(cifar_mini, tmp_path / "ckpt", epochs=3, batches=6),
-                  "++knn_eval.enabled=False", "++precision=32")
+def test_sigkill_mid_epoch_then_rerun_resumes_exactly(cifar_mini: Path, tmp_path: Path) -> None:
+    def cmd(checkpoints: Path) -> list[str]:
+        return command(ROOT / "scripts" / "pretrain" / "cifar",
+                       *fast(cifar_mini, checkpoints, epochs=3, batches=6),
+                       "++knn_eval.enabled=False", "++precision=32", "++checkpoint.every_n_steps=4")
     log = open(tmp_path / "first.log", "w")
-    first = subprocess.Popen(cmd, cwd=tmp_path, env=subprocess_env(tmp_path), stdout=log,
-                             stderr=subprocess.STDOUT)
+    first = subprocess.Popen(cmd(tmp_path / "ckpt"), cwd=tmp_path, env=subprocess_env(tmp_path),
+                             stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 300
-    while not list((tmp_path / "ckpt").rglob("*-ep=0.ckpt")):
+    while not list((tmp_path / "ckpt").rglob("*-ep=1-step=8.ckpt")):  # inside the second epoch
         assert first.poll() is None and time.time() < deadline, (tmp_path / "first.log").read_text()
-        time.sleep(0.2)
-    time.sleep(2.0)  # into the second epoch
+        time.sleep(0.05)
     first.send_signal(signal.SIGKILL)
     first.wait()
     run_dir = next((tmp_path / "ckpt" / "byol").iterdir())
     assert not list(run_dir.glob("*-ep=2.ckpt")), "the first run finished before it was killed"
+    assert not list(run_dir.glob("*-ep=1.ckpt"))  # killed inside epoch 1: no epoch-end file
 
-    second = run(cmd, cwd=tmp_path)
+    second = run(cmd(tmp_path / "ckpt"), cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     assert f"auto-resume: continuing run {run_dir.name}" in second.stdout
-    final = torch.load(run_dir / f"byol-cifar10-{run_dir.name}-ep=2.ckpt", map_location="cpu",
-                       weights_only=False)
+    final_path = run_dir / f"byol-cifar10-{run_dir.name}-ep=2.ckpt"
+    final = torch.load(final_path, map_location="cpu", weights_only=False)
     # 3 epochs of 6 steps in all: the rerun continued the count instead of starting over
     assert final["global_step"] == 18 and final["epoch"] == 2
-    assert [p.name for p in run_dir.glob("*.ckpt")] == [f"byol-cifar10-{run_dir.name}-ep=2.ckpt"]
+    assert [p.name for p in run_dir.glob("*.ckpt")] == [final_path.name]
     # the killed run's logs are still there beside the resumed run's
     assert (run_dir / "logs" / "version_0").is_dir() and (run_dir / "logs" / "version_1").is_dir()
+
+    # the same remaining batches, views and random numbers: the weights of an uninterrupted run
+    whole = run(cmd(tmp_path / "whole"), cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    reference = torch.load(next((tmp_path / "whole").rglob("*-ep=2.ckpt")), map_location="cpu",
+                           weights_only=False)["state_dict"]
+    assert reference.keys() == final["state_dict"].keys()
+    unequal = [k for k, v in reference.items() if not torch.equal(v, final["state_dict"][k])]
+    assert not unequal, unequal
 
 
 def test_two_process_ddp_run_shares_one_run_and_gathers_keys(cifar_mini: Path, tmp_path: Path) -> None:
