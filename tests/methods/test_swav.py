@@ -48,9 +48,9 @@ class RecordingSwAV(SwAV):
         self.steps.append(state)
         return state["codes"]
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+    def after_optimizer_step(self, step: int) -> None:
         before = self.prototypes.weight.detach().clone()  # after the optimizer step
-        super().on_train_batch_end(outputs, batch, batch_idx)
+        super().after_optimizer_step(step)
         self.around_hook.append((before, self.prototypes.weight.detach().clone()))
 
 
