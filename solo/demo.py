@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 
 from solo.cli import exit_on_user_error
 from solo.config import ConfigError, ExperimentConfig, parse_config
-from solo.pretrain import PretrainResult, pretrain
+from solo.pretrain import PretrainResult, pretrain, summary
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data" / "cifar10-mini"
@@ -112,8 +112,9 @@ def main(argv: Sequence[str]) -> None:
         start = time.perf_counter()
         result = pretrain(cfg)
         seconds = time.perf_counter() - start
-        if result.is_global_zero:
-            print("\n" + report(cfg, result, seconds, recipe.device))
+        if result.is_global_zero:  # a run stopped by a signal says where to continue instead
+            print("\n" + (summary(cfg, result) if result.interrupted is not None
+                          else report(cfg, result, seconds, recipe.device)))
 
 
 if __name__ == "__main__":

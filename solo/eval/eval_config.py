@@ -17,7 +17,7 @@ from typing import Any, Mapping, Optional
 from solo.config import KNN_DISTANCES, NUM_CLASSES, DataConfig
 from solo.eval.linear_config import LinearAugmentationsConfig, LinearBackboneConfig
 from solo.utils.registry import did_you_mean
-from solo.utils.resume import epoch_of
+from solo.utils.resume import position_of
 from solo.utils.schema import ConfigError, build, check, check_positive, required
 
 FEATURE_TYPES = ("backbone", "projector")
@@ -198,4 +198,4 @@ def checkpoint_file(cfg: EvalConfig) -> Path:
     if not candidates:
         raise ConfigError(f"{key}: '{path}' holds no .ckpt file")
 
-    return max(candidates, key=lambda p: (epoch_of(p), p.stat().st_mtime))
+    return max(candidates, key=lambda p: (position_of(p), p.stat().st_mtime))

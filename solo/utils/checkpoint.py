@@ -132,6 +132,7 @@ class Checkpointer(Callback):
         # a save, or a signal's save and stop, that fell on an epoch's last step: at its end
         self._due_at_epoch_end = False
         self._stop_at_epoch_end: Optional[int] = None
+        self._requeue_signal: Optional[int] = None  # Lightning's SLURM requeue signal, if any
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         # the handlers the program had before Lightning registers its own (after this hook)
@@ -147,9 +148,10 @@ class Checkpointer(Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._last_save_time = time.monotonic()
         self._last_saved_step = trainer.global_step
+        self._requeue_signal = requeue_signal(trainer)  # fixed for the run: looked up once
         if self.handle_signals:
             signals = list(SIGNALS)
-            requeue = requeue_signal(trainer)
+            requeue = self._requeue_signal
             if requeue is not None and requeue not in signals:
                 signals.append(requeue)
             self.signals.install(signals, chain=self._before_fit)
@@ -205,7 +207,7 @@ class Checkpointer(Callback):
         if self.signals.installed or self.every_n_minutes:
             # a signal may reach some ranks only, and clocks differ: every rank takes the maximum
             # (the requeue signal first, so that a job asked to requeue is requeued)
-            requeue = requeue_signal(trainer)
+            requeue = self._requeue_signal
             got_requeue, signum, by_time = agree(
                 trainer, [received is not None and received == requeue, received or 0, by_time])
             received = requeue if got_requeue else (int(signum) or None)
@@ -237,7 +239,7 @@ class Checkpointer(Callback):
             print(f"{name} received: saved {path} at step {step}; stopping", file=sys.stderr,
                   flush=True)
         requeued = False
-        if signum == requeue_signal(trainer) and trainer.is_global_zero:
+        if signum == self._requeue_signal and trainer.is_global_zero:
             requeued = requeue_slurm_job()  # only now that the checkpoint is in place
         self.signals.restore()
         raise TrainingInterrupted(name, path, step, epoch, requeued)

@@ -118,8 +118,7 @@ _CHECKPOINT_NAME = re.compile(r"-ep=(\d+)(?:-step=(\d+))?$")
 def epoch_of(checkpoint: Path) -> int:
     """The epoch in a checkpoint's name (``...-ep=<epoch>[-step=<step>].ckpt``), -1 when the name
     has none."""
-    match = _CHECKPOINT_NAME.search(Path(checkpoint).stem)
-    return int(match.group(1)) if match else -1
+    return position_of(checkpoint)[0]
 
 
 def position_of(checkpoint: Path) -> tuple[int, int, int]:
