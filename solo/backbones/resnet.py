@@ -8,6 +8,7 @@ import torchvision
 from torch import nn
 
 from solo.backbones.registry import BACKBONES, BackboneContext
+from solo.backbones.small_input_conv import use_small_input_convs
 
 
 def _headless_resnet(builder: Callable[..., torchvision.models.ResNet], small_images: bool,
@@ -21,7 +22,9 @@ def _headless_resnet(builder: Callable[..., torchvision.models.ResNet], small_im
         model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=2, bias=False)
         nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
         model.maxpool = nn.Identity()
-    return model
+    # small images through the ImageNet stem end at 2x2 and 1x1, where a 3x3 convolution is
+    # cheaper as one matmul
+    return use_small_input_convs(model)
 
 
 @BACKBONES.register("resnet18")
