@@ -110,7 +110,8 @@ def test_loss_invariant_to_permuting_the_batch() -> None:
     order = torch.randperm(6, generator=torch.Generator().manual_seed(1))
     loss, _ = twist_loss(views, -0.6, 1.0, 0.5)
     permuted, _ = twist_loss([v[order] for v in views], -0.6, 1.0, 0.5)
-    assert float(loss) == pytest.approx(float(permuted), rel=1e-12)
+    # float32: the sums over a permuted batch round in another order
+    assert float(loss) == pytest.approx(float(permuted), rel=1e-6)
 
 
 def _distributed(rank: int, world: int, views: list[torch.Tensor]) -> dict:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
 from solo.data import build_pipeline
 from solo.methods import METHODS
@@ -17,6 +18,17 @@ from solo.utils.checkpoint import Checkpointer
 from tests.helpers import shipped_config
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
+
+
+def assert_same_network(ours: nn.Module, reference: nn.Module, images: torch.Tensor) -> None:
+    """The checkpoint's weights, bit for bit, and the same features. Features are compared
+    to float32 rounding, not bitwise: on inputs small enough to reach 2x2 maps, solo's ResNets
+    run their last convolutions as matrix products (solo/backbones/small_input_conv.py)."""
+    mine, theirs = ours.state_dict(), reference.state_dict()
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[key], theirs[key]) for key in mine)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(images), reference.eval()(images))
 
 
 def real_images(root: Path, count: int, size: int = 32) -> torch.Tensor:

@@ -19,6 +19,7 @@ import solo.zoo
 from solo.zoo.__main__ import main
 from solo.zoo.download import DownloadError, fetch
 from solo.zoo.manifest import DEFAULT_MANIFEST, ManifestError, read_manifest
+from tests.zoo.conftest import assert_same_network
 
 
 class FileServer:
@@ -301,8 +302,7 @@ def test_a_moco_checkpoint_downloads_verified_by_md5_and_loads(server, tmp_path,
     assert (loaded.source_format, loaded.method, loaded.backbone_name) == ("moco", "mocov1",
                                                                            "resnet18")
     encoder.fc = torch.nn.Identity()
-    with torch.no_grad():
-        assert torch.equal(loaded.backbone(images), encoder.eval()(images))
+    assert_same_network(loaded.backbone, encoder, images)
 
 
 def test_md5_prefix_mismatch_fails_and_leaves_nothing(server, tmp_path, capsys):
