@@ -10,7 +10,6 @@ GPU, if present), on a batch of the bundled CIFAR-10 images.
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import sys
 import time
@@ -19,31 +18,24 @@ from pathlib import Path
 import torch
 import torchvision
 from torch import nn
-from torchvision.transforms import v2
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from scripts.benchmark.backbone_step import real_batch  # noqa: E402
+from scripts.benchmark.pretrain_speed import synchronize  # noqa: E402
 from solo.backbones import build_backbone  # noqa: E402
-
-
-def real_batch(size: int) -> torch.Tensor:
-    folder = torchvision.datasets.ImageFolder(str(ROOT / "data" / "cifar10-mini" / "train"))
-    to_tensor = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True)])
-    return torch.stack([to_tensor(folder[i][0]) for i in range(size)])
 
 
 def median_step_ms(model: nn.Module, images: torch.Tensor, bf16: bool, steps: int) -> float:
     times = []
     for step in range(steps + 2):  # two warm-up steps
-        if images.is_cuda:
-            torch.cuda.synchronize()
+        synchronize()
         start = time.perf_counter()
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=bf16):
             features = model(images)
         features.float().square().mean().backward()
-        if images.is_cuda:
-            torch.cuda.synchronize()
+        synchronize()
         if step >= 2:
             times.append(1000 * (time.perf_counter() - start))
     return statistics.median(times)
@@ -55,11 +47,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    images = real_batch(args.batch_size).to(device)
+    images = real_batch(ROOT / "data" / "cifar10-mini" / "train", args.batch_size, 32).to(device)
     ours = build_backbone("resnet18").to(device)
     plain = torchvision.models.resnet18(weights=None).to(device)
     plain.fc = nn.Identity()
-    plain.load_state_dict(copy.deepcopy(ours.state_dict()))
+    plain.load_state_dict(ours.state_dict())
     print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, "
           f"batch {args.batch_size} x 3 x 32 x 32")
     print(f"{'precision':<10}{'torchvision ms':>16}{'solo ms':>10}{'speed-up':>10}")

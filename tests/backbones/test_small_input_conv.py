@@ -17,9 +17,9 @@ def _conv_pair(in_channels: int, out_channels: int, kernel: int, stride: int, pa
                bias: bool) -> tuple[nn.Conv2d, SmallInputConv2d]:
     torch.manual_seed(0)
     plain = nn.Conv2d(in_channels, out_channels, kernel, stride, padding, bias=bias).double()
-    window = copy.deepcopy(plain)
-    use_small_input_convs(window)
-    return plain, window
+    fast = copy.deepcopy(plain)
+    use_small_input_convs(fast)
+    return plain, fast
 
 
 @pytest.mark.parametrize("kernel, stride, padding, size, takes_matmul", [
@@ -36,28 +36,28 @@ def _conv_pair(in_channels: int, out_channels: int, kernel: int, stride: int, pa
 def test_small_input_conv_equals_the_convolution_values_and_gradients(
         kernel: int, stride: int, padding: int, size: tuple[int, int], takes_matmul: bool,
         bias: bool) -> None:
-    plain, window = _conv_pair(6, 5, kernel, stride, padding, bias)
-    assert (window._matmul_output(*size) is not None) is takes_matmul
+    plain, fast = _conv_pair(6, 5, kernel, stride, padding, bias)
+    assert (fast._matmul_output(*size) is not None) is takes_matmul
     inputs = torch.randn(4, 6, *size, dtype=torch.float64, requires_grad=True)
-    window_inputs = inputs.detach().clone().requires_grad_()
+    fast_inputs = inputs.detach().clone().requires_grad_()
     # the reference is the convolution's definition, not the module under test
     expected = F.conv2d(inputs, plain.weight, plain.bias, stride, padding)
-    got = window(window_inputs)
+    got = fast(fast_inputs)
     assert got.shape == expected.shape
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
     upstream = torch.randn_like(expected)
     expected.backward(upstream)
     got.backward(upstream)
-    torch.testing.assert_close(window_inputs.grad, inputs.grad, rtol=0, atol=1e-12)
-    torch.testing.assert_close(window.weight.grad, plain.weight.grad, rtol=0, atol=1e-12)
+    torch.testing.assert_close(fast_inputs.grad, inputs.grad, rtol=0, atol=1e-12)
+    torch.testing.assert_close(fast.weight.grad, plain.weight.grad, rtol=0, atol=1e-12)
     if bias:
-        torch.testing.assert_close(window.bias.grad, plain.bias.grad, rtol=0, atol=1e-12)
+        torch.testing.assert_close(fast.bias.grad, plain.bias.grad, rtol=0, atol=1e-12)
 
 
 def test_small_input_conv_takes_channels_last_inputs() -> None:
-    plain, window = _conv_pair(8, 4, 3, 1, 1, True)
+    plain, fast = _conv_pair(8, 4, 3, 1, 1, True)
     inputs = torch.randn(3, 8, 2, 2, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(window(inputs), plain(inputs), rtol=0, atol=1e-12)
+    torch.testing.assert_close(fast(inputs), plain(inputs), rtol=0, atol=1e-12)
 
 
 def test_resnet18_imagenet_stem_on_32px_equals_torchvision_and_keeps_its_keys() -> None:

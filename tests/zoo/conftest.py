@@ -20,6 +20,11 @@ from tests.helpers import shipped_config
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
 
 
+def features(module: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return module.eval()(images)
+
+
 def assert_same_network(ours: nn.Module, reference: nn.Module, images: torch.Tensor) -> None:
     """The checkpoint's weights, bit for bit, and the same features. Features are compared
     to float32 rounding, not bitwise: on inputs small enough to reach 2x2 maps, solo's ResNets
@@ -27,8 +32,7 @@ def assert_same_network(ours: nn.Module, reference: nn.Module, images: torch.Ten
     mine, theirs = ours.state_dict(), reference.state_dict()
     assert mine.keys() == theirs.keys()
     assert all(torch.equal(mine[key], theirs[key]) for key in mine)
-    with torch.no_grad():
-        torch.testing.assert_close(ours.eval()(images), reference.eval()(images))
+    torch.testing.assert_close(features(ours, images), features(reference, images))
 
 
 def real_images(root: Path, count: int, size: int = 32) -> torch.Tensor:

@@ -19,12 +19,7 @@ from torch import nn
 
 from solo.zoo import load_pretrained
 from solo.zoo.convert import convert_pretrained
-from tests.zoo.conftest import assert_same_network, real_images
-
-
-def features(module: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return module.eval()(images)
+from tests.zoo.conftest import assert_same_network, features, real_images
 
 
 def with_statistics(model: nn.Module, seed: int) -> nn.Module:
