@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Optional, Union
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.strategies import DDPStrategy
 from PIL import Image
 from torch import Tensor
@@ -26,6 +26,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 from solo.config import device_count
 from solo.learner import Learner
 from solo.methods.momentum import cosine_tau
+from solo.utils.progress import LossProgressBar
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], Optimizer]
 LAST_CHECKPOINT = "last.ckpt"
@@ -64,7 +65,8 @@ class LearnerModule(pl.LightningModule):
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         loss = self.learner(batch)
-        self.log("train_loss", loss.detach(), on_step=True, prog_bar=True, batch_size=len(batch))
+        # no prog_bar: Lightning would read it back every step (LossProgressBar shows it)
+        self.log("train_loss", loss.detach(), on_step=True, batch_size=len(batch))
         return loss
 
     def configure_optimizers(self) -> Optimizer:
@@ -117,6 +119,9 @@ def fit(learner: Learner, dataset: Dataset, *, max_steps: int = -1,
                                                      and torch.cuda.is_available())
         sync_batchnorm = distributed and on_gpu  # torch's SyncBatchNorm runs on CUDA only
     callbacks = list(trainer_kwargs.pop("callbacks", []))
+    if trainer_kwargs.get("enable_progress_bar", True) and not any(
+            isinstance(c, ProgressBar) for c in callbacks):
+        callbacks.append(LossProgressBar(shown=("train_loss",)))
     if checkpoint_dir is not None:
         callbacks.append(ModelCheckpoint(dirpath=str(checkpoint_dir), filename="{step}",
                                          every_n_train_steps=checkpoint_every, save_last=True))

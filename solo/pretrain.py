@@ -10,7 +10,6 @@ from typing import Any, Optional
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, Logger
 
 from solo.config import ConfigError, ExperimentConfig
@@ -21,6 +20,7 @@ from solo.methods import METHODS
 from solo.plot import write_run_curves
 from solo.utils.checkpoint import Checkpointer, new_run_id
 from solo.utils.preemption import TrainingInterrupted
+from solo.utils.progress import LossProgressBar
 from solo.utils.precision import gpu_supports_bf16
 from solo.utils.random_state import StepSeeds
 from solo.utils.resume import find_resume_point, run_id_of, schema_defaults
@@ -64,6 +64,14 @@ def trainer_kwargs(cfg: ExperimentConfig) -> dict[str, Any]:
     # our Checkpointer writes the checkpoints; Lightning's own would write a second copy
     kwargs.setdefault("enable_checkpointing", False)
     return kwargs
+
+
+def progress_bar(cfg: ExperimentConfig) -> list[pl.Callback]:
+    """The training bar (unless ``trainer.enable_progress_bar`` is false): the loss is read back
+    from the device every ``performance.progress_bar_refresh_rate`` steps, not every step."""
+    if not cfg.trainer.get("enable_progress_bar", True):
+        return []
+    return [LossProgressBar(refresh_rate=cfg.performance.progress_bar_refresh_rate)]
 
 
 def build_loggers(cfg: ExperimentConfig, run_dir: Path, run_id: str) -> list[Logger]:
@@ -142,8 +150,7 @@ def pretrain(cfg: ExperimentConfig) -> PretrainResult:
                                       handle_signals=True))
     if cfg.auto_umap.enabled:
         callbacks.append(build_auto_umap(cfg, run_id))
-    if cfg.trainer.get("enable_progress_bar", True):
-        callbacks.append(TQDMProgressBar(refresh_rate=cfg.performance.progress_bar_refresh_rate))
+    callbacks += progress_bar(cfg)
     trainer = pl.Trainer(logger=build_loggers(cfg, run_dir, run_id), callbacks=callbacks,
                          **trainer_kwargs(cfg))
     datamodule = build_pipeline(cfg)  # reads no data yet, but rejects an unknown pipeline

@@ -109,7 +109,8 @@ class LinearModel(pl.LightningModule):
             loss = self.criterion(logits, targets)
         # after mixup the accuracy is against each image's own (dominant or not) label
         acc1, acc5 = accuracy_at_k(logits.detach(), targets)
-        self.log("train_loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True)
+        # no prog_bar: Lightning would read it back every step (LossProgressBar shows it)
+        self.log("train_loss", loss.detach(), on_step=True, on_epoch=True)
         self.log_dict({"train_acc1": acc1, "train_acc5": acc5}, on_step=True, on_epoch=True)
         if self._trainer is not None:
             log_host_values(self, {"lr": self.trainer.optimizers[0].param_groups[0]["lr"]})

@@ -17,7 +17,7 @@ import lightning.pytorch as pl
 from solo.eval.linear import LinearModel
 from solo.eval.linear_config import LinearConfig
 from solo.eval.linear_data import LinearDataModule
-from solo.pretrain import RUN_ID_VARIABLE, build_loggers, trainer_kwargs
+from solo.pretrain import RUN_ID_VARIABLE, build_loggers, progress_bar, trainer_kwargs
 from solo.plot import write_run_curves
 from solo.utils.checkpoint import Checkpointer, new_run_id
 from solo.utils.resume import RESTART_CHANGES, find_resume_point, run_id_of, schema_defaults
@@ -78,7 +78,7 @@ def linear_eval(cfg: LinearConfig) -> LinearResult:
     os.environ[RUN_ID_VARIABLE] = run_id
     run_dir = Path(cfg.checkpoint.dir) / RUNS_FOLDER / run_id
 
-    callbacks: list[pl.Callback] = []
+    callbacks: list[pl.Callback] = progress_bar(cfg)  # type: ignore[arg-type]
     if cfg.checkpoint.enabled:
         args = {"cfg": cfg.to_dict(), "pretrained": {"method": pretrained.method,
                                                      "backbone": pretrained.backbone_name,

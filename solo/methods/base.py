@@ -193,8 +193,9 @@ class BaseMethod(pl.LightningModule):
         logs = {**{f"train_{k}": v for k, v in logs.items()}, "train_probe_loss": probe_logs["loss"],
                 "train_acc1": probe_logs["acc1"], "train_acc5": probe_logs["acc5"], **extra_logs}
         # per-process values (keys get _step/_epoch suffixes): a cross-process reduction every
-        # step would stall it
-        self.log("train_loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True)
+        # step would stall it; and no prog_bar, which Lightning reads back after every step
+        # (LossProgressBar shows the loss)
+        self.log("train_loss", loss.detach(), on_step=True, on_epoch=True)
         self.log_dict(logs, on_step=True, on_epoch=True)
         if self._trainer is not None:
             log_host_values(self, {"lr": self.trainer.optimizers[0].param_groups[0]["lr"]})
