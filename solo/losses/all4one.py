@@ -34,7 +34,13 @@ def redundancy_loss(target1: Tensor, target2: Tensor, online1: Tensor, online2: 
     c1 = _feature_correlation(target1.detach(), online2)
     c2 = _feature_correlation(target2.detach(), online1)
     d = c1.shape[0]
-    off = ~torch.eye(d, dtype=torch.bool, device=c1.device)
+    diagonal = torch.eye(d, dtype=torch.bool, device=c1.device)
+
+    def off_diagonal_mean_square(c: Tensor) -> Tensor:
+        # zeroing the diagonal, not selecting c[~diagonal]: a boolean selection's size is read
+        # back from the device, a host sync every step
+        return c.masked_fill(diagonal, 0).square().sum() / (d * d - d)
+
     on_diag = (((c1.diagonal() - 1) ** 2).mean() + ((c2.diagonal() - 1) ** 2).mean()) / 2
-    off_diag = ((c1[off] ** 2).mean() + (c2[off] ** 2).mean()) / 2
+    off_diag = (off_diagonal_mean_square(c1) + off_diagonal_mean_square(c2)) / 2
     return scale * (on_diag.sqrt() + off_diag.sqrt()) / 2

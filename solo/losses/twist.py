@@ -110,10 +110,13 @@ def self_label_loss(logits: list[Tensor], anchor_logits: list[Tensor], quantile:
     confidence, pseudo_labels = F.softmax(weak, dim=-1).max(dim=1)
     mask = confidence > threshold
 
+    confident = mask.float()
+    count = confident.sum().clamp(min=1)  # no confident image: a loss of 0 with zero gradients
+
     def masked_ce(x: Tensor) -> Tensor:
-        if not mask.any():
-            return 0 * x.sum()
-        return F.cross_entropy(x[mask], pseudo_labels[mask])
+        # the mean over the confident images as a weighted sum, not x[mask]: a boolean
+        # selection's size is read back from the device, a host sync every step
+        return (F.cross_entropy(x, pseudo_labels, reduction="none") * confident).sum() / count
 
     loss = (masked_ce(strong) + sum(masked_ce(x) for x in views[2:])) / (len(views) - 1)
-    return loss, {"threshold": threshold.detach(), "confident_fraction": mask.float().mean()}
+    return loss, {"threshold": threshold.detach(), "confident_fraction": confident.mean()}

@@ -14,18 +14,21 @@ from torch import Tensor
 from solo.losses.byol import byol_loss
 
 
-def whiten(x: Tensor, eps: float = 0.0) -> Tensor:
+def whiten(x: Tensor, eps: float = 0.0, check_singular: bool = True) -> Tensor:
     """x (N, D) centred and multiplied by L^-T, L the Cholesky factor of its unbiased covariance
     shrunk towards the identity, (1 - eps) cov + eps I: the result has that covariance's inverse
-    applied, so its own covariance is I when eps is 0. In float32 whatever x's dtype."""
+    applied, so its own covariance is I when eps is 0. In float32 whatever x's dtype.
+
+    ``check_singular``: raise a ValueError when the covariance is singular (unchecked, the
+    result means nothing: NaN or a partial factor's). The check reads the factorization's status back from the device (a host
+    sync), so the method makes it on its first step only."""
     x = x.float()
     with torch.autocast(x.device.type, enabled=False):
         x = x - x.mean(dim=0)
         eye = torch.eye(x.size(1), device=x.device)
         cov = (1 - eps) * (x.T @ x) / (x.size(0) - 1) + eps * eye
-        factor, info = torch.linalg.cholesky_ex(cov)  # no host sync on a GPU
-        # checked on CPU tensors only (a GPU would stall on the check); there a failure is NaNs
-        if not x.is_cuda and bool(info):
+        factor, info = torch.linalg.cholesky_ex(cov)  # no host sync unless checked
+        if check_singular and bool(info):
             raise ValueError(f"whiten: the covariance of {x.size(0)} embeddings of width "
                              f"{x.size(1)} is singular; whitening_size must exceed the width, or "
                              "set whitening_eps > 0")
@@ -33,7 +36,7 @@ def whiten(x: Tensor, eps: float = 0.0) -> Tensor:
 
 
 def wmse_loss(views: list[Tensor], whitening_size: int, whitening_iters: int = 1,
-              whitening_eps: float = 0.0) -> Tensor:
+              whitening_eps: float = 0.0, check_singular: bool = True) -> Tensor:
     """W-MSE over every pair (i < j) of ``views`` (each (B, D), rows aligned by image).
 
     ``whitening_iters`` times, the B rows are split by a random permutation into sub-batches of
@@ -42,6 +45,7 @@ def wmse_loss(views: list[Tensor], whitening_size: int, whitening_iters: int = 1
     ``byol_loss`` (2 - 2 cos, the second view detached: solo-learn's default ``simplified``
     loss sends the gradient through the first view only), equal to solo-learn's mean over
     iterations and pairs of the whole-batch loss. B must be a multiple of ``whitening_size``.
+    ``check_singular``: as in ``whiten``.
     """
     batch = views[0].size(0)
     if batch % whitening_size:
@@ -50,7 +54,7 @@ def wmse_loss(views: list[Tensor], whitening_size: int, whitening_iters: int = 1
     total, count = views[0].new_zeros(()).float(), 0
     for _ in range(whitening_iters):
         for rows in torch.randperm(batch, device=views[0].device).view(-1, whitening_size):
-            whitened = [whiten(v[rows], whitening_eps) for v in views]
+            whitened = [whiten(v[rows], whitening_eps, check_singular) for v in views]
             for i in range(len(views)):
                 for j in range(i + 1, len(views)):
                     total = total + byol_loss(whitened[i], whitened[j])

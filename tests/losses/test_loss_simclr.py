@@ -94,8 +94,11 @@ def test_half_precision_inputs_give_float32_loss() -> None:
 
 def test_anchor_without_positive_raises() -> None:
     z = torch.randn(3, 4)
-    with pytest.raises(ValueError, match="no positive"):
+    with pytest.raises(ValueError, match=r"sample ids \[1\] have no positive"):
         nt_xent_loss(z, torch.tensor([0, 0, 1]))
+    # unchecked (the methods' steps after the first, which would wait for the device): no
+    # positive means an empty numerator, an infinite loss
+    assert nt_xent_loss(z, torch.tensor([0, 0, 1]), check_positives=False).isinf()
 
 
 # --- two gloo processes --------------------------------------------------------------------------

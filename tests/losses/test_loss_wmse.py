@@ -84,3 +84,7 @@ def test_errors_name_the_cause() -> None:
         wmse_loss(views, whitening_size=5)
     with pytest.raises(ValueError, match="singular; whitening_size must exceed the width"):
         wmse_loss([v.repeat(1, 2) for v in views], whitening_size=3)  # 3 rows, 6 columns
+    # unchecked (the method's steps after the first, which would wait for the device): no error,
+    # and a value that means nothing
+    unchecked = wmse_loss([v.repeat(1, 2) for v in views], whitening_size=3, check_singular=False)
+    assert unchecked.shape == ()
