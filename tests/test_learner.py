@@ -25,6 +25,8 @@ from solo.learner import PROJECTION_ALIASES, learner_config
 from solo.learner_fit import LAST_CHECKPOINT, LearnerModule
 from solo.methods import METHODS, MomentumMethod
 from solo.methods.momentum import cosine_tau
+from solo.utils.progress import LossProgressBar
+from tests.host_sync import HostReadWindow
 from tests.helpers import ROOT, load_raw, recipe_file, small_cpu_overrides
 
 # methods with EMA copies by default (TWIST's momentum encoder is an option, off by default)
@@ -334,6 +336,22 @@ def test_fit_checkpoints_reloads_and_resumes(checkpoint_every: int | None, cifar
     counter = BatchCounter()
     trainer = fit(learner, dataset, max_steps=5, callbacks=[counter], **options)
     assert trainer.global_step == 5 and counter.batches == 2
+
+
+def test_fit_reads_nothing_back_per_step_and_its_bar_shows_the_loss(cifar_mini: Path,
+                                                                    tmp_path: Path) -> None:
+    # the learner's own views (made on the training device) and the logged loss included: a
+    # loss logged with prog_bar would be read back by Lightning after every step
+    window = HostReadWindow(first=1, last=2)
+    learner = Learner(tiny_net(), 32, hidden_layer=-2, **small_heads("byol"))
+    trainer = fit(learner, CifarSlice(cifar_mini, 48), max_steps=4, batch_size=4,
+                  accelerator="cpu", callbacks=[window], default_root_dir=tmp_path)
+    assert window.batches == 2
+    assert not window.reads.found, "\n".join(map(str, window.reads.found))
+    bar = trainer.progress_bar_callback
+    assert isinstance(bar, LossProgressBar)
+    assert bar.get_metrics(trainer, trainer.lightning_module)["train_loss"] == float(
+        trainer.callback_metrics["train_loss"])
 
 
 class TauRecorder(Learner):

@@ -17,6 +17,7 @@ from solo.eval.linear_data import LinearDataModule
 from solo.eval.linear_run import load_backbone
 from tests.eval.linear_fixtures import LINEAR_CONFIGS, linear_overrides, save_byol_checkpoint
 from tests.helpers import load_raw
+from tests.host_sync import HostReadWindow
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +30,17 @@ def config(pretrained: Path, cifar_mini: Path, tmp_path: Path, *extra: str) -> L
     return parse_linear_config(load_raw(LINEAR_CONFIGS, "linear.yaml", overrides + list(extra)))
 
 
-def train_steps(cfg: LinearConfig, tmp_path: Path, steps: int = 3) -> tuple[LinearModel, dict, dict,
-                                                                          pl.Trainer]:
+def train_steps(cfg: LinearConfig, tmp_path: Path, steps: int = 3,
+                callbacks: list[pl.Callback] | None = None) -> tuple[LinearModel, dict, dict,
+                                                                     pl.Trainer]:
     """Fit a few steps; the backbone's and the head's states before training, and the trainer."""
     model = LinearModel(load_backbone(cfg).backbone, cfg)
     backbone_before = copy.deepcopy(model.backbone.state_dict())  # weights and BN buffers
     head_before = copy.deepcopy(model.classifier.state_dict())
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=steps,
                          limit_val_batches=0, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+                         enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=callbacks or [])
     trainer.fit(model, datamodule=LinearDataModule(cfg, tmp_path / "run"))
     assert trainer.global_step == steps
     return model, backbone_before, head_before, trainer
@@ -76,6 +79,16 @@ def test_finetune_changes_backbone_with_its_own_lr(pretrained_file: Path, cifar_
     head, backbone = trainer.optimizers[0].param_groups
     assert head["name"] == "linear" and head["lr"] == pytest.approx(0.1 * 8 / 256)
     assert backbone["name"] == "backbone" and backbone["lr"] == pytest.approx(0.01 * 8 / 256)
+
+
+def test_training_steps_read_nothing_back_from_the_device(pretrained_file: Path,
+                                                          cifar_mini: Path, tmp_path: Path) -> None:
+    # fine-tuning with mixup: the most the linear model does in a step (tests/host_sync.py)
+    cfg = config(pretrained_file, cifar_mini, tmp_path, "++finetune=True", "++mixup=0.8")
+    window = HostReadWindow(first=1, last=2)
+    train_steps(cfg, tmp_path, steps=4, callbacks=[window])
+    assert window.batches == 2
+    assert not window.reads.found, "\n".join(map(str, window.reads.found))
 
 
 def test_criteria(pretrained_file: Path, cifar_mini: Path, tmp_path: Path) -> None:
