@@ -64,8 +64,7 @@ def decode_all(dataset: Dataset, num_workers: int, device: torch.device,
     return images.to(device), targets.to(device)
 
 
-def _is_jpeg(data: Tensor) -> bool:
-    return len(data) > 2 and int(data[0]) == 0xFF and int(data[1]) == 0xD8
+JPEG_START = b"\xff\xd8"  # the start-of-image marker every JPEG file begins with
 
 
 class EncodedFiles(Dataset):
@@ -86,9 +85,8 @@ class EncodedFiles(Dataset):
                 encoded = handle.read()
         except OSError as error:
             raise UnreadableImageError.of(path, error) from None
-        data = torch.frombuffer(bytearray(encoded), dtype=torch.uint8)
-        if _is_jpeg(data):
-            return index, data, True, target
+        if len(encoded) > 2 and encoded.startswith(JPEG_START):
+            return index, torch.frombuffer(bytearray(encoded), dtype=torch.uint8), True, target
         return index, pil_to_tensor(open_rgb(io.BytesIO(encoded), path)), False, target
 
 

@@ -29,7 +29,9 @@ LATER_EPOCHS = {
     "dino-last-layer-clipped": ("dino", ["++method_kwargs.freeze_last_layer=0",
                                          "++method_kwargs.clip_grad=3.0"]),
 }
-CASES = {**{name: (name, []) for name in METHODS.names()}, **LATER_EPOCHS}
+CASES = {**{name: (name, []) for name in METHODS.names()}, **LATER_EPOCHS,
+         # JPEG files streamed and decoded on the device, not kept there decoded
+         "byol-streamed": ("byol", ["++data.resident_max_gb=0"])}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
