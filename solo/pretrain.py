@@ -20,8 +20,8 @@ from solo.methods import METHODS
 from solo.plot import write_run_curves
 from solo.utils.checkpoint import Checkpointer, new_run_id
 from solo.utils.preemption import TrainingInterrupted
-from solo.utils.progress import LossProgressBar
 from solo.utils.precision import gpu_supports_bf16
+from solo.utils.progress import LossProgressBar
 from solo.utils.random_state import StepSeeds
 from solo.utils.resume import find_resume_point, run_id_of, schema_defaults
 

@@ -12,13 +12,15 @@ that reads a result back to the host on a GPU, made by solo's code or by Lightni
   ``.to(x.device)`` names the CPU here but the GPU there), and
   ``torch.tensor(..., device=...)`` (a copy from pageable host memory that waits).
 
-Each record names the innermost frame outside torch; only calls from the watched code count.
-Calls from inside torch's optimizers are left out: they keep their step counts on the host,
-where ``.item()`` costs no sync.
+Each record names the innermost frame outside torch, torchvision and timm (the libraries solo
+calls); only calls from the watched code count. Calls from inside torch's optimizers and data
+loaders are left out: optimizers keep their step counts on the host, and loaders (in workers or
+in the main process) make batches of host tensors, where ``.item()`` costs no sync.
 """
 
 from __future__ import annotations
 
+import os
 import traceback
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -28,37 +30,42 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from tests.helpers import ROOT
+
 READ_BACK_OPS = {"_local_scalar_dense", "nonzero", "nonzero_static", "masked_select", "_unique2",
                  "unique_dim", "unique_consecutive", "repeat_interleave", "_linalg_check_errors"}
 INDEXING_OPS = {"index", "index_put", "index_put_", "_index_put_impl_"}
 READ_BACK_CALLS = {"tolist", "numpy", "cpu"}
-TORCH_FILES = "/site-packages/torch/"
-TORCH_OPTIMIZERS = "/site-packages/torch/optim/"
+LIBRARIES = ("/site-packages/torch/", "/site-packages/torchvision/", "/site-packages/timm/")
+ON_THE_HOST = ("/site-packages/torch/optim/", "/site-packages/torch/utils/data/")
 SOLO_AND_LIGHTNING = ("/solo/", "/lightning/")
 
 
 @dataclass(frozen=True)
 class HostRead:
     what: str  # the operator or call
-    where: str  # file:line and source of the innermost frame outside torch
+    where: str  # file:line and source of the innermost frame outside the libraries
 
     def __str__(self) -> str:
         return f"{self.what} at {self.where}"
 
 
 def _caller(watched: tuple[str, ...]) -> Optional[str]:
-    """The innermost frame outside torch (and this file), or None when it is not in a file whose
-    path holds one of ``watched``, or is a torch optimizer's."""
+    """The innermost frame outside the libraries (and this file), or None when it is not in a
+    file whose path holds one of ``watched``, or is inside a torch optimizer or data loader."""
     for frame in reversed(traceback.extract_stack()):
         if frame.filename == __file__:
             continue
-        if TORCH_OPTIMIZERS in frame.filename:
+        if any(host in frame.filename for host in ON_THE_HOST):
             return None
-        if TORCH_FILES in frame.filename:
+        if any(library in frame.filename for library in LIBRARIES):
             continue
         if not any(part in frame.filename for part in watched):
             return None
-        return f"{frame.filename.split('/site-packages/')[-1]}:{frame.lineno}: {frame.line}"
+        path = frame.filename.split("/site-packages/")[-1]
+        if path.startswith(str(ROOT)):
+            path = os.path.relpath(path, ROOT)
+        return f"{path}:{frame.lineno}: {frame.line}"
     return None
 
 
@@ -95,8 +102,7 @@ class _Calls(TorchFunctionMode):
             reads = kwargs.get("device") is not None
         if reads:
             where = _caller(self.watched)
-            # Lightning moves the batch to the training device, the CPU here
-            if where is not None and not (name == "to" and "lightning/" in where):
+            if where is not None:
                 self.reads.append(HostRead(f"{name}()", where))
         return func(*args, **kwargs)
 

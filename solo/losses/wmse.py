@@ -20,8 +20,8 @@ def whiten(x: Tensor, eps: float = 0.0, check_singular: bool = True) -> Tensor:
     applied, so its own covariance is I when eps is 0. In float32 whatever x's dtype.
 
     ``check_singular``: raise a ValueError when the covariance is singular (unchecked, the
-    result means nothing: NaN or a partial factor's). The check reads the factorization's status back from the device (a host
-    sync), so the method makes it on its first step only."""
+    result means nothing: NaN or a partial factor's). The check reads the factorization's
+    status back from the device (a host sync), so the method makes it on its first step only."""
     x = x.float()
     with torch.autocast(x.device.type, enabled=False):
         x = x - x.mean(dim=0)
