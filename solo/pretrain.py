@@ -6,7 +6,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import lightning.pytorch as pl
 import torch
@@ -113,8 +113,9 @@ class PretrainResult:
     interrupted: Optional[TrainingInterrupted] = None
 
 
-def pretrain(cfg: ExperimentConfig) -> PretrainResult:
-    """Pretrain ``cfg.method``; with kNN enabled, the validation before training is measured too."""
+def pretrain(cfg: ExperimentConfig, callbacks: Sequence[pl.Callback] = ()) -> PretrainResult:
+    """Pretrain ``cfg.method``; with kNN enabled, the validation before training is measured too.
+    ``callbacks``: more Lightning callbacks, run after solo's own."""
     check_paths(cfg)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     method_cls = METHODS.get(cfg.method)
@@ -140,19 +141,19 @@ def pretrain(cfg: ExperimentConfig) -> PretrainResult:
         os.environ[SKIPPED_FILES_VARIABLE] = str(run_dir / SKIPPED_FILES)
 
     # each step's random numbers keyed by its place in training, so a resumed run draws the same
-    callbacks: list[pl.Callback] = [StepSeeds(cfg.seed)]
+    own: list[pl.Callback] = [StepSeeds(cfg.seed)]
     if cfg.checkpoint.enabled:
-        callbacks.append(Checkpointer(run_dir, cfg.name, run_id, {"cfg": cfg.to_dict()},
+        own.append(Checkpointer(run_dir, cfg.name, run_id, {"cfg": cfg.to_dict()},
                                       cfg.checkpoint.frequency, cfg.checkpoint.keep_prev,
                                       resumed_from=resume_from,
                                       every_n_steps=cfg.checkpoint.every_n_steps,
                                       every_n_minutes=cfg.checkpoint.every_n_minutes,
                                       handle_signals=True))
     if cfg.auto_umap.enabled:
-        callbacks.append(build_auto_umap(cfg, run_id))
-    callbacks += progress_bar(cfg)
-    trainer = pl.Trainer(logger=build_loggers(cfg, run_dir, run_id), callbacks=callbacks,
-                         **trainer_kwargs(cfg))
+        own.append(build_auto_umap(cfg, run_id))
+    own += progress_bar(cfg)
+    trainer = pl.Trainer(logger=build_loggers(cfg, run_dir, run_id),
+                         callbacks=own + list(callbacks), **trainer_kwargs(cfg))
     datamodule = build_pipeline(cfg)  # reads no data yet, but rejects an unknown pipeline
     model = method_cls(cfg)
 

@@ -12,6 +12,8 @@ import torch
 
 from solo.losses import nt_xent_loss, redundancy_loss
 from solo.methods import METHODS
+from solo.pretrain import pretrain
+from tests.helpers import shipped_config
 from tests.host_sync import HostReads, HostReadWindow
 from tests.methods.test_methods import fit, recipe
 
@@ -40,6 +42,19 @@ def test_training_steps_read_nothing_back_from_the_device(case: str, cifar_mini:
     cfg = recipe(method, cifar_mini, ON_DEVICE + extra)
     window = HostReadWindow(FIRST, LAST)
     fit(cfg, max_epochs=1, batches=LAST + 2, callbacks=[window])
+    assert window.batches == LAST - FIRST + 1
+    assert not window.reads.found, "\n".join(map(str, window.reads.found))
+
+
+def test_pretrain_reads_nothing_back_per_step(cifar_mini: Path, tmp_path: Path) -> None:
+    # what pretrain() adds around the steps: its progress bar, checkpointer (signals, every
+    # n steps), per-step seeds and CSV logger
+    cfg = shipped_config("byol", cifar_mini, ON_DEVICE + [
+        "++checkpoint.enabled=True", f"++checkpoint.dir={tmp_path}",
+        "++checkpoint.every_n_steps=100", "++max_epochs=1", f"++limit_train_batches={LAST + 2}",
+        "++limit_val_batches=1", "++enable_progress_bar=True"])
+    window = HostReadWindow(FIRST, LAST)
+    pretrain(cfg, callbacks=[window])
     assert window.batches == LAST - FIRST + 1
     assert not window.reads.found, "\n".join(map(str, window.reads.found))
 
