@@ -12,7 +12,7 @@ import torch
 
 from solo.data import build_pipeline
 from solo.methods import METHODS
-from solo.pretrain import trainer_kwargs
+from solo.pretrain import pretrain, trainer_kwargs
 from tests.helpers import shipped_config
 
 pytestmark = [pytest.mark.gpu,
@@ -53,3 +53,16 @@ def test_training_steps_do_not_wait_for_the_device(cifar_mini: Path, method: str
     trainer.fit(METHODS.get(method)(cfg), datamodule=build_pipeline(cfg))
     assert window.checked == LAST - FIRST + 1
     assert type(trainer.optimizers[0]).__name__ == "LARS"
+
+
+def test_pretrain_steps_do_not_wait_for_the_device(cifar_mini: Path, tmp_path: Path) -> None:
+    # pretrain() itself: its progress bar, checkpointer, per-step seeds and CSV logger too
+    cfg = shipped_config("byol", cifar_mini, [
+        "++data.pipeline=gpu", "++accelerator=gpu", "++devices=1", "++precision=bf16-mixed",
+        "++knn_eval.enabled=False", "++log_every_n_steps=1000", "++max_epochs=1",
+        f"++limit_train_batches={LAST + 2}", "++limit_val_batches=0", "++enable_progress_bar=True",
+        "++checkpoint.enabled=True", f"++checkpoint.dir={tmp_path}",
+        "++checkpoint.every_n_steps=100"])
+    window = NoSyncWindow()
+    pretrain(cfg, callbacks=[window])
+    assert window.checked == LAST - FIRST + 1
