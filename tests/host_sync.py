@@ -73,24 +73,28 @@ def _boolean_index(indices: Any) -> bool:
     return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices or ())
 
 
-class _Operators(TorchDispatchMode):
+class _Recording:
+    """What both modes share: the list they append to, and which callers count."""
+
     def __init__(self, reads: list[HostRead], watched: tuple[str, ...]) -> None:
         super().__init__()
         self.reads, self.watched = reads, watched
 
+    def record(self, what: str) -> None:
+        where = _caller(self.watched)
+        if where is not None:
+            self.reads.append(HostRead(what, where))
+
+
+class _Operators(_Recording, TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func._schema.name.split("::")[-1]
         if name in READ_BACK_OPS or (name in INDEXING_OPS and _boolean_index(args[1])):
-            where = _caller(self.watched)
-            if where is not None:
-                self.reads.append(HostRead(f"aten.{name}", where))
+            self.record(f"aten.{name}")
         return func(*args, **(kwargs or {}))
 
 
-class _Calls(TorchFunctionMode):
-    def __init__(self, reads: list[HostRead], watched: tuple[str, ...]) -> None:
-        super().__init__()
-        self.reads, self.watched = reads, watched
+class _Calls(_Recording, TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -101,9 +105,7 @@ class _Calls(TorchFunctionMode):
         if name in ("tensor", "as_tensor"):
             reads = kwargs.get("device") is not None
         if reads:
-            where = _caller(self.watched)
-            if where is not None:
-                self.reads.append(HostRead(f"{name}()", where))
+            self.record(f"{name}()")
         return func(*args, **kwargs)
 
 
@@ -156,3 +158,8 @@ class HostReadWindow(pl.Callback):
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self.reads.stop()
+
+    def assert_read_nothing(self) -> None:
+        """Fails unless every batch of the window ran and no host read was recorded."""
+        assert self.batches == self.last - self.first + 1, (self.batches, self.first, self.last)
+        assert not self.reads.found, "\n".join(map(str, self.reads.found))

@@ -18,6 +18,8 @@ from tests.helpers import shipped_config
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 FIRST, LAST = 3, 7  # steps 0-2 may synchronise (allocator growth, cuDNN's kernel search)
+ON_GPU = ["++data.pipeline=gpu", "++accelerator=gpu", "++devices=1", "++precision=bf16-mixed",
+          "++knn_eval.enabled=False", "++log_every_n_steps=1000"]
 
 
 class NoSyncWindow(pl.Callback):
@@ -43,9 +45,7 @@ class NoSyncWindow(pl.Callback):
 
 @pytest.mark.parametrize("method", ["byol", "simclr", "mocov2plus"])
 def test_training_steps_do_not_wait_for_the_device(cifar_mini: Path, method: str) -> None:
-    cfg = shipped_config(method, cifar_mini, [
-        "++data.pipeline=gpu", "++accelerator=gpu", "++devices=1", "++precision=bf16-mixed",
-        "++optimizer.name=lars", "++knn_eval.enabled=False", "++log_every_n_steps=1000"])
+    cfg = shipped_config(method, cifar_mini, ON_GPU + ["++optimizer.name=lars"])
     window = NoSyncWindow()
     trainer = pl.Trainer(**{**trainer_kwargs(cfg), "max_epochs": 1, "limit_train_batches": LAST + 2,
                             "limit_val_batches": 0, "logger": False, "enable_progress_bar": False,
@@ -57,11 +57,9 @@ def test_training_steps_do_not_wait_for_the_device(cifar_mini: Path, method: str
 
 def test_pretrain_steps_do_not_wait_for_the_device(cifar_mini: Path, tmp_path: Path) -> None:
     # pretrain() itself: its progress bar, checkpointer, per-step seeds and CSV logger too
-    cfg = shipped_config("byol", cifar_mini, [
-        "++data.pipeline=gpu", "++accelerator=gpu", "++devices=1", "++precision=bf16-mixed",
-        "++knn_eval.enabled=False", "++log_every_n_steps=1000", "++max_epochs=1",
-        f"++limit_train_batches={LAST + 2}", "++limit_val_batches=0", "++enable_progress_bar=True",
-        "++checkpoint.enabled=True", f"++checkpoint.dir={tmp_path}",
+    cfg = shipped_config("byol", cifar_mini, ON_GPU + [
+        "++max_epochs=1", f"++limit_train_batches={LAST + 2}", "++limit_val_batches=0",
+        "++enable_progress_bar=True", "++checkpoint.enabled=True", f"++checkpoint.dir={tmp_path}",
         "++checkpoint.every_n_steps=100"])
     window = NoSyncWindow()
     pretrain(cfg, callbacks=[window])
