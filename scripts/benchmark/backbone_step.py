@@ -14,7 +14,6 @@ attention (scaled_dot_product_attention) in ViTs. Prints one row per backbone.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import sys
 import time
@@ -27,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from scripts.benchmark.pretrain_speed import load_config  # noqa: E402
+from solo.utils.checkpoint import write_json_atomic  # noqa: E402
 
 
 def real_batch(train_path: Path, count: int, size: int) -> torch.Tensor:
@@ -120,7 +120,11 @@ def main() -> None:
     images = real_batch(args.train_path, args.batch_size, args.image_size)
     if on_gpu:
         images = images.cuda()
-    rows = [time_backbone(name, args, images) for name in args.backbones.split(",")]
+    rows = []
+    for name in args.backbones.split(","):
+        rows.append(time_backbone(name, args, images))
+        if args.json:  # after each backbone: a run stopped at a time limit keeps those it timed
+            write_json_atomic(args.json, rows)
     print("| backbone | device | px | batch | precision | images/s | step s | peak GiB | "
           "channels_last | fused attention |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -129,8 +133,6 @@ def main() -> None:
               f"| {r['batch_size']} | {r['precision']} | {r['images_per_second']:.1f} | "
               f"{r['step_seconds']:.3f} | {r['peak_memory_gib']:.2f} ({r['memory_kind']}) | "
               f"{r['channels_last']} | {r['fused_attention']} |")
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

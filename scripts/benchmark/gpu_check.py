@@ -12,7 +12,10 @@
    time; then one short run per later method or backbone that exists (the ViT, ...), for speed;
 5. everything in ``<out>/gpu_check.json`` and ``<out>/gpu_check.md``, the table printed.
 
-Each step runs in its own process with a time limit and is reported whatever the others did.
+Each step runs in its own process with a time limit and is reported whatever the others did:
+a step's limit is its share of the whole check plus what the steps before it left unused, so the
+check ends within the sum of the shares, and the reports are rewritten after every step, so a check
+stopped from outside keeps the steps it finished.
 ``--dry-run`` does the same on the CPU at toy size (two steps of a slice of the images), so CI
 tests that the script runs end to end.
 """
@@ -24,6 +27,7 @@ import json
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,6 +36,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from solo.utils.checkpoint import write_atomic, write_json_atomic  # noqa: E402
+
 CIFAR_RECIPES = ROOT / "scripts" / "pretrain" / "cifar"
 # (name, what it needs registered, Hydra overrides of the BYOL CIFAR recipe): the short speed runs
 # of what later issues add, each run only once it exists
@@ -46,26 +54,50 @@ SHORT_RUNS = [
 ]
 
 
-def run_step(name: str, command: list[str], timeout: float, log_dir: Path) -> dict[str, Any]:
-    """Run ``command`` with a time limit; its output goes to ``<log_dir>/<name>.log``."""
-    print(f"=== {name}: {' '.join(command)}", flush=True)
+class StepClock:
+    """The steps' time limits: a step may use its share plus what the steps before it left
+    unused, so a quick step gives its time to the next (the accuracy run, above all) and the
+    whole check never runs past the sum of the shares."""
+
+    def __init__(self, shares: dict[str, float]) -> None:
+        self.shares, self.unused = shares, 0.0
+
+    def limit(self, share: str) -> float:
+        return self.shares[share] + self.unused
+
+    def spent(self, limit: float, seconds: float) -> None:
+        self.unused = max(0.0, limit - seconds)
+
+
+def run_step(name: str, command: list[str], share: str, args: argparse.Namespace
+             ) -> dict[str, Any]:
+    """Run ``command`` within ``share``'s time limit; its output goes to
+    ``<args.logs>/<name>.log``."""
+    timeout = args.clock.limit(share)
+    print(f"=== {name} (at most {timeout:.0f} s): {' '.join(command)}", flush=True)
     start = time.perf_counter()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p), "PYTHONUNBUFFERED": "1",
         "WANDB_MODE": "offline"}
-    try:
-        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=timeout)
-        output, status = done.stdout + done.stderr, "ok" if done.returncode == 0 else "failed"
-    except subprocess.TimeoutExpired as expired:  # its output so far, as bytes or text
-        output = "".join(part.decode() if isinstance(part, bytes) else part
-                         for part in (expired.stdout or "", expired.stderr or ""))
-        status = "timeout"
+    # its own process group, so that a step stopped at its limit is stopped with everything it
+    # started (DataLoader workers, compile workers) instead of leaving them to slow the next step
+    with subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, errors="replace",
+                          preexec_fn=os.setpgrp) as process:
+        try:
+            output, _ = process.communicate(timeout=timeout)
+            status = "ok" if process.returncode == 0 else "failed"
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            output, _ = process.communicate()  # what it printed before
+            status = "timeout"
     seconds = time.perf_counter() - start
-    (log_dir / f"{name}.log").write_text(output)
+    args.clock.spent(timeout, seconds)
+    (args.logs / f"{name}.log").write_text(output)
     tail = output.strip().splitlines()[-40:]
     print(f"--- {name}: {status} in {seconds:.0f} s\n" + "\n".join(tail[-15:]), flush=True)
-    return {"status": status, "seconds": round(seconds, 1), "output": output, "tail": tail}
+    return {"status": status, "seconds": round(seconds, 1), "limit": round(timeout, 1),
+            "output": output, "tail": tail}
 
 
 def environment() -> dict[str, Any]:
@@ -88,9 +120,9 @@ def environment() -> dict[str, Any]:
     return facts
 
 
-def gpu_tests(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
+def gpu_tests(args: argparse.Namespace) -> dict[str, Any]:
     step = run_step("gpu_tests", [sys.executable, "-m", "pytest", "-m", "gpu", "-q",
-                                  "-p", "no:cacheprovider", "tests"], args.budget["tests"], log_dir)
+                                  "-p", "no:cacheprovider", "tests"], "tests", args)
     counts = {word: int(n) for n, word in re.findall(r"(\d+) (passed|failed|skipped|error)",
                                                      step["output"])}
     failures = re.findall(r"^(?:FAILED|ERROR) (\S+)", step["output"], flags=re.M)
@@ -99,36 +131,38 @@ def gpu_tests(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     return {**step, "counts": counts, "failures": failures}
 
 
-def benchmark(name: str, script: str, arguments: list[str], budget: float,
-              log_dir: Path) -> dict[str, Any]:
-    """A benchmark script run as a step, with ``--json`` pointed into ``log_dir``: the step's
-    figures are what it wrote there (none when it failed or ran out of time first)."""
-    result_file = log_dir / f"{name}.json"
+def benchmark(name: str, script: str, arguments: list[str], share: str,
+              args: argparse.Namespace) -> dict[str, Any]:
+    """A benchmark script run as a step, with ``--json`` pointed into the logs: the step's
+    figures are what it wrote there (the scripts write after each variant, so a step that ran
+    out of time keeps the variants it finished)."""
+    result_file = args.logs / f"{name}.json"
     command = [sys.executable, str(ROOT / "scripts" / "benchmark" / script), *arguments,
                "--json", str(result_file)]
-    step = run_step(name, command, budget, log_dir)
+    step = run_step(name, command, share, args)
     if result_file.is_file():
         step["figures"] = json.loads(result_file.read_text())
     return step
 
 
-def speed(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
-    arguments = ["--train-path", str(args.data / "train"), "--pipelines", "cpu,gpu,gpu-compiled",
+def speed(args: argparse.Namespace) -> dict[str, Any]:
+    # the gpu pipeline first, the compiled one (its compile time unknown) last: a step stopped at
+    # its limit loses the least telling figure
+    arguments = ["--train-path", str(args.data / "train"), "--pipelines", "gpu,cpu,gpu-compiled",
                  "--num-workers", str(os.cpu_count() if not args.dry_run else 0),
                  "--epochs", str(args.speed_epochs)]
     if args.dry_run:
         arguments += ["--cpu", "-o", "++optimizer.batch_size=8", "-o", "++limit_train_batches=2",
                       "-o", "++performance.compile_backend=aot_eager"]
-    return benchmark("speed", "pretrain_speed.py", arguments, args.budget["speed"], log_dir)
+    return benchmark("speed", "pretrain_speed.py", arguments, "speed", args)
 
 
-def backbone_step(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
+def backbone_step(args: argparse.Namespace) -> dict[str, Any]:
     arguments = ["--train-path", str(args.data / "train"), "--backbones", "vit_small,resnet50"]
     if args.dry_run:
         arguments += ["--cpu", "--image-size", "64", "--batch-size", "2", "--steps", "1",
                       "--warmup", "1", "--backbones", "vit_small"]
-    return benchmark("backbone_step", "backbone_step.py", arguments, args.budget["backbone"],
-                     log_dir)
+    return benchmark("backbone_step", "backbone_step.py", arguments, "backbone", args)
 
 
 SUMMARY = {"knn": re.compile(r"kNN acc@1 \(k=20, cosine\) on .*?: (?:before ([\d.]+)% -> )?"
@@ -136,10 +170,10 @@ SUMMARY = {"knn": re.compile(r"kNN acc@1 \(k=20, cosine\) on .*?: (?:before ([\d
            "probe": re.compile(r"online linear probe acc@1: ([\d.]+)%")}
 
 
-def pretrain(args: argparse.Namespace, log_dir: Path, name: str, epochs: int,
-             extra: list[str], budget: float) -> dict[str, Any]:
+def pretrain(args: argparse.Namespace, name: str, epochs: int, extra: list[str],
+             share: str) -> dict[str, Any]:
     """main_pretrain.py on the shipped BYOL CIFAR-10 recipe through the gpu pipeline."""
-    runs = log_dir / "runs"
+    runs = args.logs / "runs" / name
     command = [sys.executable, str(ROOT / "main_pretrain.py"), "--config-path", str(CIFAR_RECIPES),
                "--config-name", "byol.yaml", f"++name={name}",
                f"++data.train_path={args.data / 'train'}", f"++data.val_path={args.data / 'test'}",
@@ -152,7 +186,7 @@ def pretrain(args: argparse.Namespace, log_dir: Path, name: str, epochs: int,
     if args.dry_run:
         command += ["++accelerator=cpu", "++precision=32", "++optimizer.batch_size=8",
                     "++limit_train_batches=2", "++limit_val_batches=2"]
-    step = run_step(name, command, budget, log_dir)
+    step = run_step(name, command, share, args)
     knn, probe = SUMMARY["knn"].search(step["output"]), SUMMARY["probe"].search(step["output"])
     step["knn_acc1_before"] = float(knn.group(1)) if knn and knn.group(1) else None
     step["knn_acc1"] = float(knn.group(2)) if knn else None
@@ -176,46 +210,51 @@ def epochs_done(runs: Path) -> Optional[int]:
     return max(epochs) + 1 if epochs else None
 
 
-def short_runs(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
+def short_runs(args: argparse.Namespace, report: dict[str, Any]) -> None:
     from solo.backbones import BACKBONES
     from solo.methods import METHODS
 
-    results: dict[str, Any] = {}
+    results = report.setdefault("short_runs", {})
     for name, (method, backbone), overrides in SHORT_RUNS:
         if method not in METHODS or backbone not in BACKBONES:
             results[name] = {"status": "not available yet"}
             continue
-        results[name] = pretrain(args, log_dir, name, 1 if args.dry_run else 3, overrides,
-                                 args.budget["short"])
-    return results
+        results[name] = pretrain(args, name, 1 if args.dry_run else 2, overrides, "short")
+        save(report, args)
+
+
+NOT_RUN = {"status": "not run yet"}  # a step of a report saved before it ran
 
 
 def markdown(report: dict[str, Any]) -> str:
     env = report["environment"]
     title = "gpu_check" + (" (dry run, CPU, toy size)" if report["dry_run"] else "")
+    done = "" if report.get("finished") else ", stopped or still running"
     lines = [f"# {title}", "",
              f"{env['device']}; Python {env['python']}, torch {env['torch']} (CUDA {env['cuda']}), "
              f"torchvision {env['torchvision']}, Lightning {env['lightning']}, timm {env['timm']}, "
              f"DALI {env['dali'] or 'not installed'}; {env['cores']} cores; "
-             f"{report['seconds']:.0f} s in all", "",
+             f"{report['seconds']:.0f} s in all{done}", "",
              "| step | status | seconds | figures |", "| --- | --- | --- | --- |"]
-    tests = report["gpu_tests"]
-    counts = ", ".join(f"{n} {word}" for word, n in tests["counts"].items()) or "none"
-    failures = f"; failed: {', '.join(tests['failures'])}" if tests["failures"] else ""
-    lines.append(f"| GPU-only tests | {tests['status']} | {tests['seconds']} | "
-                 f"{counts}{failures} |")
-    speed_step = report["speed"]
-    lines.append(f"| speed | {speed_step['status']} | {speed_step['seconds']} | see below |")
-    for key in ["byol_36"] + list(report["short_runs"]):
-        step = report["byol_36"] if key == "byol_36" else report["short_runs"][key]
-        if "seconds" not in step:
-            lines.append(f"| {key} | {step['status']} | | |")
-            continue
-        figures = (f"probe acc@1 {step['probe_acc1']}%, kNN acc@1 {step['knn_acc1']}% (before "
-                   f"{step['knn_acc1_before']}%), {step['epochs']} epochs")
-        lines.append(f"| {key} | {step['status']} | {step['seconds']} | {figures} |")
-    step = report["backbone_step"]
-    lines.append(f"| backbone step | {step['status']} | {step['seconds']} | see below |")
+
+    def row(label: str, step: dict[str, Any], figures: str) -> None:
+        if "seconds" not in step:  # not run (yet, or not available)
+            lines.append(f"| {label} | {step['status']} | | |")
+        else:
+            lines.append(f"| {label} | {step['status']} | {step['seconds']} | {figures} |")
+
+    tests = report.get("gpu_tests", NOT_RUN)
+    counts = ", ".join(f"{n} {word}" for word, n in tests.get("counts", {}).items()) or "none"
+    failures = f"; failed: {', '.join(tests['failures'])}" if tests.get("failures") else ""
+    row("GPU-only tests", tests, counts + failures)
+    speed_step = report.get("speed", NOT_RUN)
+    row("speed", speed_step, "see below")
+    runs = {"byol_36": report.get("byol_36", NOT_RUN), **report.get("short_runs", {})}
+    for key, step in runs.items():
+        row(key, step, f"probe acc@1 {step.get('probe_acc1')}%, kNN acc@1 {step.get('knn_acc1')}% "
+                       f"(before {step.get('knn_acc1_before')}%), {step.get('epochs')} epochs")
+    step = report.get("backbone_step", NOT_RUN)
+    row("backbone step", step, "see below")
     figures = speed_step.get("figures")
     if figures:
         lines += ["", f"Pretraining speed, {figures['recipe']}, {figures['epochs']} epochs "
@@ -238,6 +277,22 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def save(report: dict[str, Any], args: argparse.Namespace) -> str:
+    """Both reports as they stand, each written atomically (a kill leaves the last whole one);
+    the steps' whole outputs stay in their logs. Returns the Markdown table."""
+    report["seconds"] = time.perf_counter() - args.start
+    shown = json.loads(json.dumps(report, default=str))
+    for step in [shown.get(key, {}) for key in STEPS] + list(shown.get("short_runs", {}).values()):
+        step.pop("output", None)
+    write_json_atomic(args.out / "gpu_check.json", shown)
+    table = markdown(shown)
+    write_atomic(args.out / "gpu_check.md", lambda handle: handle.write(table.encode()))
+    return table
+
+
+STEPS = ("gpu_tests", "speed", "backbone_step", "byol_36")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -257,33 +312,35 @@ def main() -> None:
     if args.dry_run:
         args.epochs = 1
     args.speed_epochs = 2 if args.dry_run else 3
-    # seconds per step; together they stay inside 8 minutes on the GPU
+    # each step's share of the check in seconds; a step also gets what those before it left
+    # unused. On the GPU they add up to 480 s, so that the whole check, with its start, the
+    # wheels' install and each process's start-up, stays near 8 minutes.
     if args.dry_run:
-        args.budget = {"tests": 300, "speed": 400, "backbone": 300, "train": 300, "short": 300}
+        shares = {"tests": 300, "speed": 400, "backbone": 300, "train": 300, "short": 300}
     else:
-        args.budget = {"tests": 100, "speed": 170, "backbone": 45, "train": 180, "short": 30}
+        shares = {"tests": 100, "speed": 125, "backbone": 30, "train": 165, "short": 20}
+    args.clock = StepClock(shares)
     if not (args.data / "train").is_dir():
         raise SystemExit(f"--data: '{args.data}' has no train/ folder (unpack CIFAR-10 there)")
     args.out.mkdir(parents=True, exist_ok=True)
-    log_dir = args.logs or Path(tempfile.mkdtemp(prefix="gpu_check_"))
-    log_dir.mkdir(parents=True, exist_ok=True)
+    args.logs = args.logs or Path(tempfile.mkdtemp(prefix="gpu_check_"))
+    args.logs.mkdir(parents=True, exist_ok=True)
 
-    start = time.perf_counter()
-    report: dict[str, Any] = {"dry_run": args.dry_run, "environment": environment(),
-                              "logs": str(log_dir)}
-    report["gpu_tests"] = gpu_tests(args, log_dir)
-    report["speed"] = speed(args, log_dir)
-    report["backbone_step"] = backbone_step(args, log_dir)
-    report["byol_36"] = pretrain(args, log_dir, "byol_36", args.epochs, [], args.budget["train"])
-    report["short_runs"] = short_runs(args, log_dir)
-    report["seconds"] = time.perf_counter() - start
-    for step in [report["gpu_tests"], report["speed"], report["backbone_step"], report["byol_36"],
-                 *report["short_runs"].values()]:
-        step.pop("output", None)  # in the logs
-    (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2))
-    table = markdown(report)
-    (args.out / "gpu_check.md").write_text(table)
-    print("\n" + table)
+    args.start = time.perf_counter()
+    report: dict[str, Any] = {"dry_run": args.dry_run, "finished": False,
+                              "environment": environment(), "logs": str(args.logs)}
+    save(report, args)
+    report["gpu_tests"] = gpu_tests(args)
+    save(report, args)
+    report["speed"] = speed(args)
+    save(report, args)
+    report["backbone_step"] = backbone_step(args)
+    save(report, args)
+    report["byol_36"] = pretrain(args, "byol_36", args.epochs, [], "train")
+    save(report, args)
+    short_runs(args, report)
+    report["finished"] = True
+    print("\n" + save(report, args))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ transforms against the batched augmentation on CPU tensors, so a CPU-only machin
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -34,6 +33,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from solo.config import ExperimentConfig, parse_config  # noqa: E402
+from solo.utils.checkpoint import write_json_atomic  # noqa: E402
 
 
 def load_config(config_path: Path, config_name: str, overrides: list[str]) -> ExperimentConfig:
@@ -208,28 +208,35 @@ VARIANTS = {
 
 
 def train_all(args: argparse.Namespace, overrides: list[str]) -> dict[str, dict]:
-    results = {}
+    """Each pipeline in turn; with ``--json``, the figures so far are written after each one, so
+    a run stopped at a time limit keeps the pipelines it finished."""
     for variant in args.pipelines:
         if variant not in VARIANTS:
             raise SystemExit(f"unknown pipeline '{variant}'; choose from {', '.join(VARIANTS)}")
+    name = torch.cuda.get_device_name() if torch.cuda.is_available() and not args.cpu else "CPU"
+    report = {"device": name, "torch": torch.__version__, "recipe": args.config_name,
+              "epochs": args.epochs, "results": {}}
+    results = report["results"]
+    for variant in args.pipelines:
         cfg = load_config(args.config_path, args.config_name, overrides + VARIANTS[variant])
         print(f"--- {variant}: {cfg.method}, batch {cfg.optimizer.batch_size}, "
               f"{cfg.trainer.get('precision')}, {args.epochs} epochs", flush=True)
         results[variant] = time_pipeline(cfg)
-    name = torch.cuda.get_device_name() if torch.cuda.is_available() and not args.cpu else "CPU"
+        base = results.get("cpu", {}).get("seconds")
+        for r in results.values():
+            r["vs_cpu"] = base / r["seconds"] if base else None
+        if args.json is not None:
+            write_json_atomic(args.json, report)
     print(f"\n{name}, torch {torch.__version__}, {args.config_name} on {args.train_path}")
     print(f"{'pipeline':<14}{'s/epoch':>9}{'images/s':>10}{'GPU busy':>10}{'peak GiB':>10}"
           f"{'vs cpu':>8}")
-    base = results.get("cpu", {}).get("seconds")
     for variant, r in results.items():
-        r["vs_cpu"] = base / r["seconds"] if base else None
         busy = f"{r['busy']:.0f}%" if r["busy"] is not None else "n/a"
         ratio = f"{r['vs_cpu']:.1f}x" if r["vs_cpu"] else "n/a"
         memory = f"{r['memory']:.2f}" if r["memory"] is not None else "n/a"
         print(f"{variant:<14}{r['seconds']:>9.2f}{r['images']:>10.0f}{busy:>10}{memory:>10}"
               f"{ratio:>8}")
-    return {"device": name, "torch": torch.__version__, "recipe": args.config_name,
-            "epochs": args.epochs, "results": results}
+    return report
 
 
 def main() -> None:
@@ -273,9 +280,7 @@ def main() -> None:
             pass
     else:
         args.pipelines = args.pipelines.split(",")
-    report = train_all(args, overrides)
-    if args.json is not None:
-        args.json.write_text(json.dumps(report, indent=2))
+    train_all(args, overrides)
 
 
 if __name__ == "__main__":
