@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -210,7 +210,9 @@ def epochs_done(runs: Path) -> Optional[int]:
     return max(epochs) + 1 if epochs else None
 
 
-def short_runs(args: argparse.Namespace, report: dict[str, Any]) -> None:
+def short_runs(args: argparse.Namespace, report: dict[str, Any]) -> dict[str, Any]:
+    """One short speed run per entry of SHORT_RUNS whose method and backbone exist, the report
+    saved after each."""
     from solo.backbones import BACKBONES
     from solo.methods import METHODS
 
@@ -221,6 +223,7 @@ def short_runs(args: argparse.Namespace, report: dict[str, Any]) -> None:
             continue
         results[name] = pretrain(args, name, 1 if args.dry_run else 2, overrides, "short")
         save(report, args)
+    return results
 
 
 NOT_RUN = {"status": "not run yet"}  # a step of a report saved before it ran
@@ -282,15 +285,23 @@ def save(report: dict[str, Any], args: argparse.Namespace) -> str:
     the steps' whole outputs stay in their logs. Returns the Markdown table."""
     report["seconds"] = time.perf_counter() - args.start
     shown = json.loads(json.dumps(report, default=str))
-    for step in [shown.get(key, {}) for key in STEPS] + list(shown.get("short_runs", {}).values()):
-        step.pop("output", None)
+    for key, _ in STEPS.values():
+        for step in shown.get(key, {}).values() if key == "short_runs" else [shown.get(key, {})]:
+            step.pop("output", None)
     write_json_atomic(args.out / "gpu_check.json", shown)
     table = markdown(shown)
     write_atomic(args.out / "gpu_check.md", lambda handle: handle.write(table.encode()))
     return table
 
 
-STEPS = ("gpu_tests", "speed", "backbone_step", "byol_36")
+# the check's steps in their order: --steps name -> (its key in the report, what runs it)
+STEPS: dict[str, tuple[str, Callable[[argparse.Namespace, dict[str, Any]], Any]]] = {
+    "tests": ("gpu_tests", lambda args, report: gpu_tests(args)),
+    "speed": ("speed", lambda args, report: speed(args)),
+    "backbone": ("backbone_step", lambda args, report: backbone_step(args)),
+    "train": ("byol_36", lambda args, report: pretrain(args, "byol_36", args.epochs, [], "train")),
+    "short": ("short_runs", short_runs),  # a run each, the report saved after each
+}
 
 
 def main() -> None:
@@ -306,7 +317,15 @@ def main() -> None:
     parser.add_argument("--dry-run", action="store_true",
                         help="on the CPU at toy size: checks that every step runs")
     parser.add_argument("--epochs", type=int, default=36, help="the accuracy run's epochs")
+    parser.add_argument("--steps", default=",".join(STEPS),
+                        help="comma-separated, of " + ", ".join(STEPS) + " (default all): a "
+                             "rerun of the steps a first check left failed, on a warm machine")
     args = parser.parse_args()
+    args.steps = [step.strip() for step in args.steps.split(",") if step.strip()]
+    unknown = sorted(set(args.steps) - set(STEPS))
+    if unknown or not args.steps:
+        parser.error(f"--steps: {', '.join(unknown) or 'none given'}; choose from "
+                     f"{', '.join(STEPS)}")
     if args.data is None:
         args.data = ROOT / "data" / "cifar10-mini" if args.dry_run else Path("/tmp/data/cifar10")
     if args.dry_run:
@@ -330,15 +349,13 @@ def main() -> None:
     report: dict[str, Any] = {"dry_run": args.dry_run, "finished": False,
                               "environment": environment(), "logs": str(args.logs)}
     save(report, args)
-    report["gpu_tests"] = gpu_tests(args)
-    save(report, args)
-    report["speed"] = speed(args)
-    save(report, args)
-    report["backbone_step"] = backbone_step(args)
-    save(report, args)
-    report["byol_36"] = pretrain(args, "byol_36", args.epochs, [], "train")
-    save(report, args)
-    short_runs(args, report)
+    for name, (key, run) in STEPS.items():
+        if name in args.steps:
+            report[key] = run(args, report)
+        else:  # a rerun of other steps: this one neither ran nor failed
+            skipped = {"status": "not chosen (--steps)"}
+            report[key] = {"short runs": skipped} if key == "short_runs" else skipped
+        save(report, args)
     report["finished"] = True
     print("\n" + save(report, args))
 

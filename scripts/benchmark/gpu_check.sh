@@ -3,6 +3,7 @@
 #   here, once:  ../shared/tools/device-prep.sh   (wheels in .whl/, CIFAR-10 in .data/)
 #   device run:  bash scripts/benchmark/gpu_check.sh     carrying .whl and .data; ~8 minutes
 #   anywhere:    bash scripts/benchmark/gpu_check.sh --dry-run   (the CPU, toy size; CI runs it)
+#   a rerun:     bash scripts/benchmark/gpu_check.sh --steps train,short   (only those steps)
 # It installs the carried wheels, unpacks CIFAR-10 to /tmp/data, and writes gpu_check.json and
 # gpu_check.md (and log.txt) to $OUT, the device tool's output folder (./gpu_check_out without).
 set -uo pipefail

@@ -133,3 +133,23 @@ def test_a_report_saved_midway_shows_what_ran_and_what_did_not(tmp_path: Path) -
     assert not saved["finished"] and "output" not in saved["speed"]
     assert report["speed"]["output"] == "x" * 10  # the report in memory keeps it
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_rerun_of_chosen_steps_reports_the_others_as_not_chosen(tmp_path: Path) -> None:
+    script = str(ROOT / "scripts" / "benchmark" / "gpu_check.py")
+    result = subprocess.run([sys.executable, script, "--dry-run", "--steps", "backbone",
+                             "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["finished"] and report["backbone_step"]["status"] == "ok"
+    for key in ("gpu_tests", "speed", "byol_36"):
+        assert report[key] == {"status": "not chosen (--steps)"}
+    table = (tmp_path / "gpu_check.md").read_text()
+    assert "| byol_36 | not chosen (--steps) | | |" in table
+    assert "| short runs | not chosen (--steps) | | |" in table
+
+    wrong = subprocess.run([sys.executable, script, "--dry-run", "--steps", "tests,acuracy"],
+                           capture_output=True, text=True, timeout=600)
+    assert wrong.returncode == 2
+    assert ("--steps: acuracy; choose from tests, speed, backbone, train, short"
+            in wrong.stderr), wrong.stderr
