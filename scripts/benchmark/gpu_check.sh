@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one command for a lent GPU machine (scripts/benchmark/gpu_check.py says what it checks):
 #   here, once:  ../shared/tools/device-prep.sh   (wheels in .whl/, CIFAR-10 in .data/)
-#   device run:  bash scripts/benchmark/gpu_check.sh     carrying .whl and .data; ~8 minutes
+#   device run:  bash scripts/benchmark/gpu_check.sh     carrying .whl and .data; at most 8 minutes
+#                of steps (give the call a timeout of about 560 s: the install and start-up are extra)
 #   anywhere:    bash scripts/benchmark/gpu_check.sh --dry-run   (the CPU, toy size; CI runs it)
 #   a rerun:     bash scripts/benchmark/gpu_check.sh --steps train,short   (only those steps)
 # It installs the carried wheels, unpacks CIFAR-10 to /tmp/data, and writes gpu_check.json and
