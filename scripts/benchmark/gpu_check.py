@@ -91,6 +91,9 @@ def run_step(name: str, command: list[str], share: str, args: argparse.Namespace
             os.killpg(process.pid, signal.SIGKILL)
             output, _ = process.communicate()  # what it printed before
             status = "timeout"
+        except BaseException:  # Ctrl-C reaches the terminal's process group, not the step's
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
     seconds = time.perf_counter() - start
     args.clock.spent(timeout, seconds)
     (args.logs / f"{name}.log").write_text(output)

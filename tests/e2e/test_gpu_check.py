@@ -153,3 +153,27 @@ def test_a_rerun_of_chosen_steps_reports_the_others_as_not_chosen(tmp_path: Path
     assert wrong.returncode == 2
     assert ("--steps: acuracy; choose from tests, speed, backbone, train, short"
             in wrong.stderr), wrong.stderr
+
+
+def test_ctrl_c_stops_the_running_step_too(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    # the step runs in its own process group, which a terminal's Ctrl-C does not reach: the
+    # check must stop it itself, not wait for it
+    pid_file = tmp_path / "step.pid"
+    step = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    driver = (f"import argparse, sys; from pathlib import Path; sys.path.insert(0, {str(ROOT)!r}); "
+              "from scripts.benchmark.gpu_check import StepClock, run_step; "
+              f"args = argparse.Namespace(clock=StepClock({{'s': 60.0}}), logs=Path({str(tmp_path)!r})); "
+              f"run_step('s', [sys.executable, '-c', {step!r}], 's', args)")
+    process = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    step_pid = int(pid_file.read_text())
+    process.send_signal(signal.SIGINT)  # what Ctrl-C sends the check's own process group
+    _, stderr = process.communicate(timeout=20)
+    assert "KeyboardInterrupt" in stderr and process.returncode != 0
+    assert _stopped(step_pid)
