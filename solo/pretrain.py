@@ -144,11 +144,11 @@ def pretrain(cfg: ExperimentConfig, callbacks: Sequence[pl.Callback] = ()) -> Pr
     own: list[pl.Callback] = [StepSeeds(cfg.seed)]
     if cfg.checkpoint.enabled:
         own.append(Checkpointer(run_dir, cfg.name, run_id, {"cfg": cfg.to_dict()},
-                                      cfg.checkpoint.frequency, cfg.checkpoint.keep_prev,
-                                      resumed_from=resume_from,
-                                      every_n_steps=cfg.checkpoint.every_n_steps,
-                                      every_n_minutes=cfg.checkpoint.every_n_minutes,
-                                      handle_signals=True))
+                                cfg.checkpoint.frequency, cfg.checkpoint.keep_prev,
+                                resumed_from=resume_from,
+                                every_n_steps=cfg.checkpoint.every_n_steps,
+                                every_n_minutes=cfg.checkpoint.every_n_minutes,
+                                handle_signals=True))
     if cfg.auto_umap.enabled:
         own.append(build_auto_umap(cfg, run_id))
     own += progress_bar(cfg)

@@ -135,6 +135,13 @@ class BaseMethod(pl.LightningModule):
         """This method's validated ``method_kwargs``."""
         return self.cfg.method_kwargs
 
+    @property
+    def checks_inputs(self) -> bool:
+        """Whether a loss should make the checks of its inputs that read a result back from the
+        device (SimCLR's positives, W-MSE's singular covariance): a host sync, so on the first
+        step only, on any device."""
+        return self.global_step == 0
+
     # ------------------------------------------------------------------------------------------
     # what a method implements
     # ------------------------------------------------------------------------------------------

@@ -44,7 +44,6 @@ class SimCLR(BaseMethod):
     def ssl_loss(self, batch: EncodedBatch) -> tuple[Tensor, dict[str, Tensor]]:
         z = self.projector(torch.cat(batch.feats))  # (num_crops * B, D)
         indexes = batch.indexes.repeat(len(batch.feats))
-        # the check for images without a positive reads back from the device: first step only
         loss = nt_xent_loss(z, indexes, self.kwargs.temperature,
-                            check_positives=self.global_step == 0)
+                            check_positives=self.checks_inputs)
         return loss, {}

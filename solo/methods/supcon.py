@@ -51,7 +51,6 @@ class SupCon(BaseMethod):
         z = self.projector(torch.cat(batch.feats))  # (num_crops * B, D)
         crops = len(batch.feats)
         labels, indexes = batch.targets.repeat(crops), batch.indexes.repeat(crops)
-        # the check for images without a positive reads back from the device: first step only
         loss = supcon_loss(z, labels, indexes, self.kwargs.temperature,
-                           check_positives=self.global_step == 0)
+                           check_positives=self.checks_inputs)
         return loss, {}

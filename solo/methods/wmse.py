@@ -56,7 +56,6 @@ class WMSE(BaseMethod):
         # every pair of large crops, as solo-learn; small crops are not projected
         views = [self.projector(f) for f in batch.feats[: self.num_large_crops]]
         k = self.kwargs
-        # the check for a singular covariance reads back from the device: first step only
         loss = wmse_loss(views, k.whitening_size, k.whitening_iters, k.whitening_eps,
-                         check_singular=self.global_step == 0)
+                         check_singular=self.checks_inputs)
         return loss, {}
